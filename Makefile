@@ -1,0 +1,43 @@
+# The two commands: `make demo` (the whole flow on a local network) and `make test`.
+# Both install what they need first: a .venv with the package and its dev extras,
+# and the pinned npm tools (anvil, solcjs, js-ipfs) in node/node_modules.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO_HOME ?= $(CURDIR)/.provanchor-demo
+
+.PHONY: setup demo test lint compile bench clean
+
+setup: $(VENV)/.installed node/node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "provanchor needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $@
+
+node/node_modules/.installed: node/package.json node/package-lock.json
+	cd node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	PROVANCHOR_HOME=$(DEMO_HOME) PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check provanchor tests benchmarks scripts
+	$(VENV)/bin/mypy --strict provanchor
+
+compile: setup
+	scripts/compile
+
+bench: setup
+	$(PY) benchmarks/anchor.py
+
+clean:
+	-PROVANCHOR_HOME=$(DEMO_HOME) $(VENV)/bin/provanchor node down
+	rm -rf $(DEMO_HOME)

@@ -1,0 +1,77 @@
+"""Every error provanchor raises on purpose.
+
+Library code raises these typed exceptions; the CLI edge turns any
+`ProvanchorError` into one line on stderr and a non-zero exit. Keeping them in
+one module lets programs that import provanchor catch precisely what they
+expect without string matching.
+"""
+
+from __future__ import annotations
+
+
+class ProvanchorError(Exception):
+    """Base class: its message is a complete, user-facing sentence."""
+
+    exit_code: int = 1
+
+
+class UsageError(ProvanchorError):
+    """The caller passed something that can never work (bad address, bad number...)."""
+
+    exit_code = 2
+
+
+class ConfigError(ProvanchorError):
+    """Configuration or data directory is missing or inconsistent."""
+
+
+class NetworkNotFound(ConfigError):
+    """No network.json: the local network was never brought up, or --home is wrong."""
+
+
+class ToolNotFound(ConfigError):
+    """A pinned tool (anvil, solc, jsipfs) cannot be found."""
+
+
+class DaemonStartError(ProvanchorError):
+    """A managed daemon (anvil, IPFS) did not start or did not become ready."""
+
+
+class ChainUnavailable(ProvanchorError):
+    """The chain's JSON-RPC endpoint does not answer."""
+
+
+class IpfsUnavailable(ProvanchorError):
+    """The IPFS daemon's RPC API does not answer."""
+
+
+class CompileError(ProvanchorError):
+    """The Solidity compiler refused the contract or could not be run."""
+
+
+class ArtifactError(ProvanchorError):
+    """The compiled contract artifact is missing or does not match its source."""
+
+
+class ContractError(ProvanchorError):
+    """The ledger contract refused a call with one of its custom errors.
+
+    `name` and `args` carry the decoded Solidity error so callers can branch on
+    it (for example `NotActiveAgent`) without parsing the message.
+    """
+
+    def __init__(self, name: str, args: dict[str, object], message: str | None = None) -> None:
+        self.name = name
+        self.args_by_name = args
+        rendered = ", ".join(f"{key}={_render(value)}" for key, value in args.items())
+        super().__init__(message or f"contract refused: {name}({rendered})")
+
+
+class TransactionFailed(ProvanchorError):
+    """A transaction was mined but reverted without a decodable reason, or was dropped."""
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
