@@ -31,15 +31,14 @@ contract ProvenanceLedger {
         string name;
     }
 
-    /// @dev One slot: the active window (times and blocks), the number of checkpoints and the
-    ///      latest tree size, everything `anchor` reads and writes for the agent.
+    /// @dev One slot: the active window, in block times and block numbers. `anchor` only reads
+    ///      it; the checkpoint count is not stored (a checkpoint exists exactly when its root slot
+    ///      is set), which saves every anchor a storage write.
     struct AgentRecord {
         uint40 approvedAt;
         uint40 revokedAt;
         uint40 approvedBlock;
         uint40 revokedBlock;
-        uint48 checkpointCount;
-        uint40 latestSize;
     }
 
     struct SnapshotAnchor {
@@ -68,6 +67,9 @@ contract ProvenanceLedger {
     error AlreadyApproved(uint256 proposalId, address governor);
     error QuorumNotReached(uint256 proposalId, uint256 approvals, uint256 quorum);
     error SizeNotIncreasing(uint256 previousSize, uint256 newSize);
+    error CheckpointExists(address agent, uint256 index);
+    error CheckpointMissing(address agent, uint256 index);
+    error ZeroRoot();
     error SizeTooLarge(uint256 size);
     error InvalidConsistencyProof(uint256 previousSize, uint256 newSize);
     error InvalidCid();
@@ -239,9 +241,7 @@ contract ProvenanceLedger {
                 approvedAt: uint40(block.timestamp),
                 revokedAt: 0,
                 approvedBlock: uint40(block.number),
-                revokedBlock: 0,
-                checkpointCount: 0,
-                latestSize: 0
+                revokedBlock: 0
             });
             _agentNames[target] = p.name;
             _agentList.push(target);
@@ -318,36 +318,45 @@ contract ProvenanceLedger {
 
     // ------------------------------------------------------------------ anchoring
 
-    /// @notice Anchor the caller's next checkpoint. `proof` is the RFC 9162 consistency proof from
-    ///         the previous checkpoint (empty for the first one).
-    function anchor(uint256 size, bytes32 root, bytes calldata manifestCid, bytes32[] calldata proof)
-        external
-    {
+    /// @notice Anchor the caller's checkpoint number `index` (0 for the first) covering the first
+    ///         `size` leaves of its log, whose RFC 9162 root is `root`. `proof` is the consistency
+    ///         proof from checkpoint `index - 1` (empty for the first). Naming the index makes a
+    ///         retried transaction fail with `CheckpointExists` instead of ever applying twice.
+    function anchor(
+        uint256 index,
+        uint256 size,
+        bytes32 root,
+        bytes calldata manifestCid,
+        bytes32[] calldata proof
+    ) external {
         AgentRecord memory a = _agents[msg.sender];
         if (a.approvedAt == 0 || a.revokedAt != 0) revert NotActiveAgent(msg.sender);
         if (manifestCid.length == 0 || manifestCid.length > MAX_CID_LENGTH) revert InvalidCid();
+        if (root == bytes32(0)) revert ZeroRoot();
         if (size > type(uint40).max) revert SizeTooLarge(size);
-        uint256 previousSize = a.latestSize;
-        if (size <= previousSize) revert SizeNotIncreasing(previousSize, size);
-        uint256 index = a.checkpointCount;
+        mapping(uint256 => bytes32) storage roots = _roots[msg.sender];
+        if (roots[index] != 0) revert CheckpointExists(msg.sender, index);
         if (index == 0) {
+            if (size == 0) revert SizeNotIncreasing(0, 0);
             if (proof.length != 0) revert InvalidConsistencyProof(0, size);
-        } else if (!_consistent(previousSize, size, _roots[msg.sender][index - 1], root, proof)) {
-            revert InvalidConsistencyProof(previousSize, size);
+        } else {
+            bytes32 previousRoot = roots[index - 1];
+            if (previousRoot == 0) revert CheckpointMissing(msg.sender, index - 1);
+            (uint256 previousSize,) = _meta(msg.sender, index - 1);
+            if (size <= previousSize) revert SizeNotIncreasing(previousSize, size);
+            if (!_consistent(previousSize, size, previousRoot, root, proof)) {
+                revert InvalidConsistencyProof(previousSize, size);
+            }
         }
 
-        _roots[msg.sender][index] = root;
+        roots[index] = root;
         uint256 shift = (index % 3) * 80;
-        uint256 metaKey = index / 3;
         uint256 entry = (size << 40) | block.timestamp;
         if (shift == 0) {
-            _checkpointMeta[msg.sender][metaKey] = entry;
+            _checkpointMeta[msg.sender][index / 3] = entry;
         } else {
-            _checkpointMeta[msg.sender][metaKey] |= entry << shift;
+            _checkpointMeta[msg.sender][index / 3] |= entry << shift;
         }
-        a.checkpointCount = uint48(index + 1);
-        a.latestSize = uint40(size);
-        _agents[msg.sender] = a;
         emit Anchored(msg.sender, index, size, root, manifestCid);
     }
 
@@ -359,7 +368,7 @@ contract ProvenanceLedger {
         AgentRecord memory a = _agents[msg.sender];
         if (a.approvedAt == 0 || a.revokedAt != 0) revert NotActiveAgent(msg.sender);
         if (cid.length == 0 || cid.length > MAX_CID_LENGTH) revert InvalidCid();
-        if (checkpointIndex >= a.checkpointCount) revert UnknownCheckpoint(msg.sender, checkpointIndex);
+        if (_roots[msg.sender][checkpointIndex] == 0) revert UnknownCheckpoint(msg.sender, checkpointIndex);
         SnapshotAnchor[] storage list = _snapshots[resourceId];
         list.push(
             SnapshotAnchor({
@@ -435,14 +444,16 @@ contract ProvenanceLedger {
         )
     {
         AgentRecord memory a = _agents[agent];
+        checkpoints = _count(agent);
+        if (checkpoints != 0) (latestSize,) = _meta(agent, checkpoints - 1);
         return (
             _agentNames[agent],
             a.approvedAt,
             a.revokedAt,
             a.approvedBlock,
             a.revokedBlock,
-            a.checkpointCount,
-            a.latestSize
+            checkpoints,
+            latestSize
         );
     }
 
@@ -468,7 +479,23 @@ contract ProvenanceLedger {
     // ------------------------------------------------------------------ views: checkpoints
 
     function checkpointCount(address agent) external view returns (uint256) {
-        return _agents[agent].checkpointCount;
+        return _count(agent);
+    }
+
+    /// @dev Number of checkpoints: the first unset root slot, by exponential then binary search
+    ///      (roots are never zero, so a set slot marks an anchored checkpoint).
+    function _count(address agent) private view returns (uint256) {
+        mapping(uint256 => bytes32) storage roots = _roots[agent];
+        if (roots[0] == 0) return 0;
+        uint256 hi = 1;
+        while (roots[hi] != 0) hi <<= 1;
+        uint256 lo = hi >> 1; // roots[lo] is set, roots[hi] is not
+        while (hi - lo > 1) {
+            uint256 mid = (lo + hi) / 2;
+            if (roots[mid] != 0) lo = mid;
+            else hi = mid;
+        }
+        return hi;
     }
 
     function checkpoint(address agent, uint256 index)
@@ -476,7 +503,7 @@ contract ProvenanceLedger {
         view
         returns (uint256 size, bytes32 root, uint256 timestamp)
     {
-        if (index >= _agents[agent].checkpointCount) revert UnknownCheckpoint(agent, index);
+        if (_roots[agent][index] == 0) revert UnknownCheckpoint(agent, index);
         (size, timestamp) = _meta(agent, index);
         root = _roots[agent][index];
     }
@@ -486,7 +513,7 @@ contract ProvenanceLedger {
         view
         returns (uint256 index, uint256 size, bytes32 root, uint256 timestamp)
     {
-        uint256 count = _agents[agent].checkpointCount;
+        uint256 count = _count(agent);
         if (count == 0) revert NoCheckpoints(agent);
         index = count - 1;
         (size, timestamp) = _meta(agent, index);
@@ -500,7 +527,7 @@ contract ProvenanceLedger {
         returns (uint256 index, uint256 size, bytes32 root, uint256 checkpointTime)
     {
         uint256 lo = 0;
-        uint256 hi = _agents[agent].checkpointCount; // search [lo, hi) for the first time > timestamp
+        uint256 hi = _count(agent); // search [lo, hi) for the first time > timestamp
         while (lo < hi) {
             uint256 mid = (lo + hi) / 2;
             (, uint256 t) = _meta(agent, mid);
@@ -550,6 +577,13 @@ contract ProvenanceLedger {
     }
 
     // ------------------------------------------------------------------ RFC 9162 proofs
+    //
+    // The proof walks are written in assembly so each node hash is one call to the SHA-256
+    // precompile on scratch memory, with no function call or memory growth per step: about a
+    // third of the gas of the high-level version, and proofs carry dozens of hashes. Solidity
+    // counts any assembly `staticcall` as a state read, so the walks are declared `view`; the
+    // precompile is deterministic, and `_pure*` casts the function pointers so the auditor-facing
+    // views can be the `pure` functions the interface promises.
 
     /// @notice RFC 9162 section 2.1.3.2: is `leafHash` the leaf at `index` of the tree of `size`
     ///         leaves with root `root`? Pure, so auditors can run it as an eth_call.
@@ -561,26 +595,7 @@ contract ProvenanceLedger {
         bytes32 root
     ) external pure returns (bool) {
         if (index >= size) return false;
-        uint256 fn = index;
-        uint256 sn = size - 1;
-        bytes32 r = leafHash;
-        for (uint256 i = 0; i < proof.length; i++) {
-            if (sn == 0) return false;
-            if (fn & 1 == 1 || fn == sn) {
-                r = _nodeHash(proof[i], r);
-                if (fn & 1 == 0) {
-                    while (fn & 1 == 0 && fn != 0) {
-                        fn >>= 1;
-                        sn >>= 1;
-                    }
-                }
-            } else {
-                r = _nodeHash(r, proof[i]);
-            }
-            fn >>= 1;
-            sn >>= 1;
-        }
-        return sn == 0 && r == root;
+        return _pureInclusion(_inclusionWalk)(leafHash, index, size, proof, root);
     }
 
     /// @notice RFC 9162 section 2.1.4.2: is the tree (`size2`, `root2`) an append-only extension of
@@ -608,46 +623,132 @@ contract ProvenanceLedger {
         bytes32[] calldata proof
     ) private pure returns (bool) {
         if (proof.length == 0) return false;
-        uint256 start = 0;
-        bytes32 seed;
-        if (size1 & (size1 - 1) == 0) {
-            // size1 is a power of two: its root is a node of the new tree and is the seed.
-            seed = root1;
-        } else {
-            seed = proof[0];
-            start = 1;
-        }
-        uint256 fn = size1 - 1;
-        uint256 sn = size2 - 1;
-        while (fn & 1 == 1) {
-            fn >>= 1;
-            sn >>= 1;
-        }
-        bytes32 fr = seed;
-        bytes32 sr = seed;
-        for (uint256 i = start; i < proof.length; i++) {
-            if (sn == 0) return false;
-            bytes32 c = proof[i];
-            if (fn & 1 == 1 || fn == sn) {
-                fr = _nodeHash(c, fr);
-                sr = _nodeHash(c, sr);
-                if (fn & 1 == 0) {
-                    while (fn & 1 == 0 && fn != 0) {
-                        fn >>= 1;
-                        sn >>= 1;
-                    }
-                }
-            } else {
-                sr = _nodeHash(sr, c);
-            }
-            fn >>= 1;
-            sn >>= 1;
-        }
-        return fr == root1 && sr == root2 && sn == 0;
+        return _pureConsistency(_consistencyWalk)(size1, size2, root1, root2, proof);
     }
 
-    /// @dev RFC 9162 interior node: SHA-256(0x01 || left || right), through the precompile.
-    function _nodeHash(bytes32 left, bytes32 right) private pure returns (bytes32) {
-        return sha256(abi.encodePacked(bytes1(0x01), left, right));
+    /// @dev Inclusion walk for index < size. Node hashes are SHA-256(0x01 || left || right): the
+    ///      prefix byte sits at `p`, left at `p + 1`, right at `p + 33`.
+    function _inclusionWalk(
+        bytes32 leafHash,
+        uint256 index,
+        uint256 size,
+        bytes32[] calldata proof,
+        bytes32 root
+    ) private view returns (bool ok) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore8(p, 1)
+            let off := proof.offset
+            let end := add(off, shl(5, proof.length))
+            let fn := index
+            let sn := sub(size, 1)
+            let r := leafHash
+            ok := 1
+            for {} lt(off, end) { off := add(off, 32) } {
+                if iszero(sn) {
+                    ok := 0
+                    break
+                }
+                let c := calldataload(off)
+                switch or(and(fn, 1), eq(fn, sn))
+                case 0 {
+                    mstore(add(p, 1), r)
+                    mstore(add(p, 33), c)
+                }
+                default {
+                    mstore(add(p, 1), c)
+                    mstore(add(p, 33), r)
+                    if iszero(and(fn, 1)) {
+                        for {} and(iszero(and(fn, 1)), iszero(iszero(fn))) {} {
+                            fn := shr(1, fn)
+                            sn := shr(1, sn)
+                        }
+                    }
+                }
+                if iszero(staticcall(gas(), 0x02, p, 65, 0x00, 0x20)) { revert(0, 0) }
+                r := mload(0x00)
+                fn := shr(1, fn)
+                sn := shr(1, sn)
+            }
+            if ok { ok := and(iszero(sn), eq(r, root)) }
+        }
+    }
+
+    /// @dev Consistency walk for 0 < size1 < size2 and a non-empty proof. When size1 is a power
+    ///      of two its root is a node of the new tree and seeds the walk (RFC 9162 step 2).
+    function _consistencyWalk(
+        uint256 size1,
+        uint256 size2,
+        bytes32 root1,
+        bytes32 root2,
+        bytes32[] calldata proof
+    ) private view returns (bool ok) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore8(p, 1)
+            let off := proof.offset
+            let end := add(off, shl(5, proof.length))
+            let fr := root1
+            if and(size1, sub(size1, 1)) {
+                fr := calldataload(off)
+                off := add(off, 32)
+            }
+            let sr := fr
+            let fn := sub(size1, 1)
+            let sn := sub(size2, 1)
+            for {} and(fn, 1) {} {
+                fn := shr(1, fn)
+                sn := shr(1, sn)
+            }
+            ok := 1
+            for {} lt(off, end) { off := add(off, 32) } {
+                if iszero(sn) {
+                    ok := 0
+                    break
+                }
+                let c := calldataload(off)
+                switch or(and(fn, 1), eq(fn, sn))
+                case 0 {
+                    mstore(add(p, 1), sr)
+                    mstore(add(p, 33), c)
+                    if iszero(staticcall(gas(), 0x02, p, 65, 0x00, 0x20)) { revert(0, 0) }
+                    sr := mload(0x00)
+                }
+                default {
+                    mstore(add(p, 1), c)
+                    mstore(add(p, 33), fr)
+                    if iszero(staticcall(gas(), 0x02, p, 65, 0x00, 0x20)) { revert(0, 0) }
+                    fr := mload(0x00)
+                    mstore(add(p, 33), sr)
+                    if iszero(staticcall(gas(), 0x02, p, 65, 0x00, 0x20)) { revert(0, 0) }
+                    sr := mload(0x00)
+                    if iszero(and(fn, 1)) {
+                        for {} and(iszero(and(fn, 1)), iszero(iszero(fn))) {} {
+                            fn := shr(1, fn)
+                            sn := shr(1, sn)
+                        }
+                    }
+                }
+                fn := shr(1, fn)
+                sn := shr(1, sn)
+            }
+            if ok { ok := and(and(eq(fr, root1), eq(sr, root2)), iszero(sn)) }
+        }
+    }
+
+    function _pureInclusion(
+        function(bytes32, uint256, uint256, bytes32[] calldata, bytes32) internal view returns (bool) walk
+    ) private pure returns (function(bytes32, uint256, uint256, bytes32[] calldata, bytes32) internal pure returns (bool) cast) {
+        assembly {
+            cast := walk
+        }
+    }
+
+    function _pureConsistency(
+        function(uint256, uint256, bytes32, bytes32, bytes32[] calldata) internal view returns (bool) walk
+    ) private pure returns (function(uint256, uint256, bytes32, bytes32, bytes32[] calldata) internal pure returns (bool) cast) {
+        assembly {
+            cast := walk
+        }
     }
 }

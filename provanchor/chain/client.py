@@ -322,16 +322,32 @@ class LedgerClient:
     # ------------------------------------------------------------ checkpoints
 
     def anchor(
-        self, size: int, root: bytes, manifest_cid: bytes, proof: Sequence[bytes], gas: int | None = None
+        self,
+        size: int,
+        root: bytes,
+        manifest_cid: bytes,
+        proof: Sequence[bytes],
+        *,
+        index: int | None = None,
+        gas: int | None = None,
     ) -> AnchorResult:
-        receipt = self._transact("anchor", size, root, manifest_cid, list(proof), gas=gas)
-        return self._anchor_result(receipt)
+        """Anchor checkpoint `index` (default: the next one, read from the chain)."""
+        return self.wait_anchor(self.send_anchor(size, root, manifest_cid, proof, index=index, gas=gas))
 
     def send_anchor(
-        self, size: int, root: bytes, manifest_cid: bytes, proof: Sequence[bytes], gas: int | None = None
+        self,
+        size: int,
+        root: bytes,
+        manifest_cid: bytes,
+        proof: Sequence[bytes],
+        *,
+        index: int | None = None,
+        gas: int | None = None,
     ) -> str:
         """Broadcast an anchor without waiting (pipelines wait on the hash later)."""
-        data = self.encode("anchor", size, root, manifest_cid, list(proof))
+        if index is None:
+            index = self.checkpoint_count(self.transactor.address)
+        data = self.encode("anchor", index, size, root, manifest_cid, list(proof))
         return self.transactor.send(self.address, data, gas=gas)
 
     def wait_anchor(self, tx_hash: str, timeout: float = 120.0) -> AnchorResult:

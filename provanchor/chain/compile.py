@@ -27,7 +27,7 @@ ARTIFACT_PATH = REPO_ROOT / "contracts" / "build" / f"{CONTRACT_NAME}.json"
 COMPILER_SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 10000},
     "evmVersion": "cancun",
-    "viaIR": False,
+    "viaIR": True,
     "metadata": {"bytecodeHash": "none"},
 }
 

@@ -21,6 +21,42 @@ _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 
 
+# Plain-language explanations of the ledger's refusals; the error's name always leads the
+# message so scripts and people can both recognise it.
+_EXPLANATIONS: dict[str, str] = {
+    "NotGovernor": "{account} is not a governor",
+    "NotActiveAgent": "{account} is not an active agent (never approved, or revoked)",
+    "ZeroAddress": "the zero address cannot be used",
+    "EmptyName": "an agent needs a non-empty name",
+    "NameTooLong": "name is {length} bytes, at most {maxLength} allowed",
+    "AgentAlreadyRegistered": "{agent} is already registered (a revoked key never returns)",
+    "AgentNotActive": "{agent} is not an active agent",
+    "AlreadyGovernor": "{account} is already a governor",
+    "NotAGovernor": "{account} is not a governor",
+    "InvalidQuorum": "a quorum of {quorum} is impossible with {governorCount} governor(s)",
+    "UnknownProposal": "there is no proposal {proposalId}",
+    "ProposalAlreadyExecuted": "proposal {proposalId} was already executed",
+    "ProposalStale": "proposal {proposalId} is stale (a governor was removed since): propose it again",
+    "AlreadyApproved": "{governor} already approved proposal {proposalId}",
+    "QuorumNotReached": "proposal {proposalId} has {approvals} approval(s), the quorum is {quorum}",
+    "SizeNotIncreasing": "a checkpoint must grow the log (anchored size {previousSize}, new size {newSize})",
+    "CheckpointExists": "{agent} already anchored checkpoint {index}",
+    "CheckpointMissing": "{agent} has not anchored checkpoint {index} yet",
+    "ZeroRoot": "a checkpoint root cannot be zero",
+    "SizeTooLarge": "log size {size} exceeds what the ledger stores",
+    "InvalidConsistencyProof": (
+        "the consistency proof from size {previousSize} to {newSize} does not verify: "
+        "the new log does not extend the anchored one"
+    ),
+    "InvalidCid": "the CID is empty or too long",
+    "NoCheckpoints": "{agent} has anchored no checkpoint",
+    "UnknownCheckpoint": "{agent} has no checkpoint {index}",
+    "NoCheckpointAtOrBefore": "{agent} has no checkpoint at or before time {timestamp}",
+    "UnknownSnapshot": "no snapshot {index} for resource {resourceId}",
+    "NoSnapshotAtOrBefore": "no snapshot of {resourceId} at or before time {timestamp}",
+}
+
+
 @dataclass(frozen=True)
 class _ErrorSpec:
     name: str
@@ -62,7 +98,10 @@ class RevertDecoder:
         args = {
             name: _pretty(kind, value) for name, kind, value in zip(spec.arg_names, spec.arg_types, values, strict=True)
         }
-        return ContractError(spec.name, args)
+        template = _EXPLANATIONS.get(spec.name)
+        if template is None:
+            return ContractError(spec.name, args)
+        return ContractError(spec.name, args, f"{spec.name}: {template.format(**args)}")
 
 
 def revert_data_from_exception(exc: BaseException) -> bytes | None:

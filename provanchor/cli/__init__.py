@@ -1,0 +1,1 @@
+"""The `provanchor` command line: a thin face over the library."""

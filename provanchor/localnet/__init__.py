@@ -1,0 +1,28 @@
+"""The local network behind `provanchor node up`: an anvil chain and an IPFS daemon in the home dir."""
+
+from __future__ import annotations
+
+from provanchor.localnet.processes import AnvilService, DaemonStartError, IpfsService, ManagedDaemon
+from provanchor.localnet.tools import (
+    IpfsKind,
+    IpfsTool,
+    ToolNotFound,
+    find_anvil,
+    find_ipfs,
+    free_port,
+    port_is_free,
+)
+
+__all__ = [
+    "AnvilService",
+    "DaemonStartError",
+    "IpfsKind",
+    "IpfsService",
+    "IpfsTool",
+    "ManagedDaemon",
+    "ToolNotFound",
+    "find_anvil",
+    "find_ipfs",
+    "free_port",
+    "port_is_free",
+]

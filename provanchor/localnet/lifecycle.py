@@ -1,0 +1,167 @@
+"""`node up | status | down`: the local network as one idempotent unit.
+
+`up` may run any number of times: after `down`, after a reboot, after anvil was
+killed. It restarts what is not running and reuses the chain and contract named
+in `network.json`, deploying only when there is no network yet. If the
+descriptor names a contract the chain no longer has (its state was deleted),
+`up` refuses rather than silently starting a second ledger; `--reset` is the
+explicit way to begin again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from provanchor.chain.client import LedgerClient, connect
+from provanchor.errors import ChainUnavailable, ConfigError, IpfsUnavailable, UsageError
+from provanchor.home import Home
+from provanchor.localnet.devkeys import ensure_governor_keys, load_governor_keys
+from provanchor.localnet.processes import AnvilService, IpfsService
+from provanchor.network import NetworkDescriptor, load_network, save_network
+
+_DEV_BALANCE_WEI = 10**24  # a million ether: dev keys must never run dry in a long demo
+
+
+@dataclass(frozen=True)
+class UpResult:
+    descriptor: NetworkDescriptor
+    deployed: bool
+    started: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> UpResult:
+    if governors < 1:
+        raise UsageError(f"--governors must be at least 1, got {governors}")
+    if quorum < 1 or quorum > governors:
+        raise UsageError(f"--quorum {quorum} is impossible with {governors} governor(s): use 1..{governors}")
+    home.root.mkdir(parents=True, exist_ok=True)
+    if reset:
+        down(home)
+        for path in (home.chain_dir, home.network_file, home.governor_keys_file):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    anvil, ipfs = AnvilService(home.root), IpfsService(home.root)
+    started: list[str] = []
+    if not anvil.is_running():
+        started.append("anvil")
+    rpc_url = anvil.start()
+    if not ipfs.is_running():
+        started.append(ipfs.kind)
+    ipfs_api = ipfs.start()
+
+    notes: list[str] = []
+    existing = load_network(home) if home.network_file.exists() else None
+    client_w3 = connect(rpc_url)
+    chain_id = int(client_w3.eth.chain_id)
+    if existing is not None:
+        if len(client_w3.eth.get_code(existing.contract)) == 0:  # type: ignore[arg-type]
+            raise ConfigError(
+                f"the chain no longer has the ledger contract {existing.contract} (its state in "
+                f"{home.chain_dir} was lost): run `provanchor node up --reset` to start a new ledger"
+            )
+        if governors != 1 or quorum != 1:
+            notes.append("network already deployed: --governors/--quorum apply only to a new network")
+        descriptor = NetworkDescriptor(
+            chain_id=chain_id,
+            rpc_url=rpc_url,
+            contract=existing.contract,
+            deployment_block=existing.deployment_block,
+            ipfs_api=ipfs_api,
+            ipfs_kind=ipfs.kind,
+            local=True,
+            extra=existing.extra,
+        )
+        save_network(home, descriptor)
+        return UpResult(descriptor, deployed=False, started=started, notes=notes)
+
+    keys = ensure_governor_keys(home, governors)[:governors]
+    for key in keys:
+        client_w3.provider.make_request("anvil_setBalance", [key.address, hex(_DEV_BALANCE_WEI)])  # type: ignore[arg-type]
+    client, receipt = LedgerClient.deploy(rpc_url, keys[0], [k.address for k in keys], quorum)
+    descriptor = NetworkDescriptor(
+        chain_id=chain_id,
+        rpc_url=rpc_url,
+        contract=client.address,
+        deployment_block=receipt.block_number,
+        ipfs_api=ipfs_api,
+        ipfs_kind=ipfs.kind,
+        local=True,
+    )
+    save_network(home, descriptor)
+    return UpResult(descriptor, deployed=True, started=started, notes=notes)
+
+
+def fund(home: Home, address: str, wei: int = _DEV_BALANCE_WEI) -> None:
+    """Give a local account gas money (anvil only): agents need it to anchor."""
+    descriptor = load_network(home)
+    connect(descriptor.rpc_url).provider.make_request("anvil_setBalance", [address, hex(wei)])  # type: ignore[arg-type]
+
+
+def status(home: Home) -> dict[str, Any]:
+    descriptor = load_network(home)
+    anvil, ipfs = AnvilService(home.root), IpfsService(home.root)
+    client = LedgerClient(descriptor.rpc_url, descriptor.contract)
+    try:
+        block = client.block_number()
+    except ChainUnavailable as exc:
+        raise ChainUnavailable(f"chain RPC at {descriptor.rpc_url} does not answer: run `provanchor node up`") from exc
+    client.ensure_deployed()
+    ipfs_version = ipfs_daemon_version(descriptor.ipfs_api)
+    return {
+        "home": str(home.root),
+        "chain_id": client.chain_id,
+        "rpc_url": descriptor.rpc_url,
+        "contract": descriptor.contract,
+        "deployment_block": descriptor.deployment_block,
+        "block": block,
+        "governors": client.governors(),
+        "quorum": client.quorum(),
+        "agents": len(client.agents()),
+        "proposals": client.proposal_count(),
+        "ipfs_api": descriptor.ipfs_api,
+        "ipfs_kind": descriptor.ipfs_kind,
+        "ipfs_version": ipfs_version,
+        "anvil_running": anvil.is_running(),
+        "ipfs_running": ipfs.is_running(),
+        "dev_governor_keys": [k.address for k in load_governor_keys(home)],
+    }
+
+
+def down(home: Home) -> list[str]:
+    stopped: list[str] = []
+    for service in (IpfsService(home.root), AnvilService(home.root)):
+        if service.is_running():
+            service.stop()
+            stopped.append(type(service).__name__.removesuffix("Service").lower())
+    return stopped
+
+
+def multiaddr_to_url(multiaddr: str) -> str:
+    """`/ip4/127.0.0.1/tcp/5001[/http]` -> `http://127.0.0.1:5001` (URLs pass through)."""
+    if multiaddr.startswith(("http://", "https://")):
+        return multiaddr.rstrip("/")
+    parts = multiaddr.strip("/").split("/")
+    try:
+        host = parts[parts.index("ip4") + 1] if "ip4" in parts else parts[parts.index("dns4") + 1]
+        port = parts[parts.index("tcp") + 1]
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"cannot read IPFS API address {multiaddr!r}") from exc
+    scheme = "https" if "https" in parts else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def ipfs_daemon_version(api: str) -> str:
+    url = multiaddr_to_url(api) + "/api/v0/version"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
+            return str(json.loads(response.read())["Version"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise IpfsUnavailable(f"IPFS API at {api} does not answer: run `provanchor node up`") from exc
