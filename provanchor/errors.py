@@ -75,3 +75,39 @@ def _render(value: object) -> str:
     if isinstance(value, bytes):
         return "0x" + value.hex()
     return str(value)
+
+
+class InvalidCid(UsageError):
+    """A string or byte sequence that is not a CID provanchor understands."""
+
+
+class BlockMismatch(ProvanchorError):
+    """An IPFS daemon returned bytes whose hash does not match the CID asked for."""
+
+    def __init__(self, cid: str, message: str | None = None) -> None:
+        self.cid = cid
+        super().__init__(message or f"IPFS returned wrong bytes for {cid}: refusing to use them")
+
+
+class BlockNotFound(ProvanchorError):
+    """IPFS could not provide a block (not stored, not pinned, daemon offline)."""
+
+    def __init__(self, cid: str, message: str | None = None) -> None:
+        self.cid = cid
+        super().__init__(message or f"IPFS block {cid} is not available")
+
+
+class RecordError(UsageError):
+    """A provenance record is malformed; `field` names the offending field when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class SignatureError(ProvanchorError):
+    """A signature does not recover to the expected signer, or cannot be parsed."""
+
+
+class KeystoreError(ProvanchorError):
+    """A keystore is unreadable, or its password is wrong."""
