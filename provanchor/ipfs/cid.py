@@ -108,6 +108,8 @@ class CID:
         text = value.strip()
         if text.startswith("/ipfs/"):
             text = text[len("/ipfs/") :].split("/", 1)[0]
+        if not text:
+            raise InvalidCid(f"not a CID: {value!r}")
         if len(text) == 46 and text.startswith("Qm"):
             raw = b58decode(text)
             if raw[:2] != bytes([SHA2_256, 32]):
