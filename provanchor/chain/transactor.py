@@ -39,6 +39,16 @@ class Receipt:
     raw: Any = None
 
 
+@dataclass(frozen=True)
+class SignedTx:
+    tx_hash: str
+    raw: bytes
+    nonce: int
+    to: str | None
+    data: str
+    gas: int
+
+
 @dataclass
 class _FeeCache:
     params: dict[str, int]
@@ -91,49 +101,78 @@ class Transactor:
         With `gas=None` the call is estimated first, so a refusal surfaces as a
         named ContractError before anything is broadcast.
         """
+        signed = self.sign(to, data, gas)
+        self.broadcast(signed)
+        return signed.tx_hash
+
+    def sign(self, to: str | None, data: str, gas: int | None = None) -> SignedTx:
+        """Sign with the next local nonce, without broadcasting.
+
+        Callers that must survive a crash persist the returned raw bytes before
+        broadcasting them: re-broadcasting identical bytes later is harmless.
+        """
         if gas is None:
             gas = self.estimate(to, data) * 12 // 10 + 10_000
+        with self._lock:
+            nonce = self._next_nonce()
+            tx: dict[str, Any] = {
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "gas": gas,
+                "data": data,
+                "value": 0,
+                **self._fee_params(),
+            }
+            if to is not None:
+                tx["to"] = to
+            raw = bytes(self.account.sign_transaction(tx).raw_transaction)
+            self._nonce = nonce + 1
+        return SignedTx("0x" + keccak(raw).hex(), raw, nonce, to, data, gas)
+
+    def broadcast(self, signed: SignedTx) -> SignedTx:
+        """Send signed bytes; returns the transaction that is actually in flight.
+
+        If the node rejects the nonce or fee (another transaction took the nonce,
+        fees moved), the same call is re-signed once the local state is fixed, and
+        the new transaction is returned so callers can persist its hash.
+        """
+        current = signed
         for attempt in range(5):
-            with self._lock:
-                nonce = self._next_nonce()
-                tx: dict[str, Any] = {
-                    "chainId": self.chain_id,
-                    "nonce": nonce,
-                    "gas": gas,
-                    "data": data,
-                    "value": 0,
-                    **self._fee_params(),
-                }
-                if to is not None:
-                    tx["to"] = to
-                signed = self.account.sign_transaction(tx)
-                raw = bytes(signed.raw_transaction)
-                tx_hash = "0x" + keccak(raw).hex()
-                try:
-                    self.w3.eth.send_raw_transaction(raw)
-                except Web3RPCError as exc:
-                    message = str(exc).lower()
-                    if "already known" in message or "already imported" in message:
-                        self._nonce = nonce + 1
-                        return tx_hash
-                    if "nonce too low" in message or "nonce too high" in message:
+            try:
+                self.w3.eth.send_raw_transaction(current.raw)
+                return current
+            except Web3RPCError as exc:
+                message = str(exc).lower()
+                if "already known" in message or "already imported" in message:
+                    return current
+                if "nonce too low" in message or "nonce too high" in message:
+                    with self._lock:
                         self._nonce = None
-                        continue
-                    if "fee" in message and ("low" in message or "base fee" in message):
-                        self._fees = None
-                        continue
-                    raise self._as_contract_error(exc) from exc
-                except _TRANSIENT as exc:
-                    # The node may or may not have the tx: resync the nonce and retry. Re-sending
-                    # identical bytes is harmless ("already known").
-                    self._nonce = None
-                    if attempt == 4:
-                        raise ChainUnavailable(f"chain RPC does not answer: {exc}") from exc
-                    time.sleep(0.2 * (attempt + 1))
+                    current = self.sign(current.to, current.data, current.gas)
                     continue
-                self._nonce = nonce + 1
-                return tx_hash
+                if "fee" in message and ("low" in message or "base fee" in message):
+                    with self._lock:
+                        self._fees = None
+                    current = self.sign(current.to, current.data, current.gas)
+                    continue
+                raise self._as_contract_error(exc) from exc
+            except _TRANSIENT as exc:
+                if attempt == 4:
+                    raise ChainUnavailable(f"chain RPC does not answer: {exc}") from exc
+                time.sleep(0.2 * (attempt + 1))
         raise TransactionFailed("could not broadcast the transaction after 5 attempts")
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt if the transaction is mined, else None (no waiting, no raising on revert)."""
+        try:
+            raw = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"chain RPC does not answer: {exc}") from exc
+        return Receipt(
+            tx_hash, int(raw["blockNumber"]), int(raw["gasUsed"]), int(raw["status"]), list(raw["logs"]), raw
+        )
 
     def wait(self, tx_hash: str, timeout: float = 120.0) -> Receipt:
         """Poll for the receipt every few ms; raise the decoded error if it reverted."""

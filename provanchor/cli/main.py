@@ -14,9 +14,11 @@ import traceback
 import click
 
 from provanchor import __version__
+from provanchor.cli.agent import agent
 from provanchor.cli.context import AppContext
 from provanchor.cli.gov import gov
 from provanchor.cli.node import node
+from provanchor.cli.records import anchor, log, record
 from provanchor.errors import ProvanchorError
 from provanchor.home import Home
 
@@ -38,6 +40,10 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 cli.add_command(node)
 cli.add_command(gov)
+cli.add_command(agent)
+cli.add_command(record)
+cli.add_command(anchor)
+cli.add_command(log)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,54 @@
+"""`provanchor agent`: the agent's identity (and, later, the capture service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
+from provanchor.identity import create_identity, read_password
+from provanchor.localnet import lifecycle
+from provanchor.network import load_network
+
+password_file_option = click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the keystore password (else $PROVANCHOR_PASSWORD, else a prompt).",
+)
+
+
+@click.group()
+def agent() -> None:
+    """Agent identity and the capture service."""
+
+
+@agent.command()
+@click.option("--name", required=True, help="Human name of this agent (host or service).")
+@click.option(
+    "--keystore",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the encrypted keystore (default: keys/agent-NAME.json in the data directory).",
+)
+@password_file_option
+@json_option
+@click.pass_context
+def init(ctx: click.Context, name: str, keystore: str | None, password_file: str | None, as_json: bool) -> None:
+    """Create an agent key in an encrypted keystore and make it the configured agent."""
+    home = app(ctx).home
+    password = read_password(password_file, confirm=True)
+    identity = create_identity(home, name, password, Path(keystore) if keystore else None)
+    funded = False
+    if home.network_file.exists() and load_network(home).local:
+        try:  # a local network's agents get gas money; real networks fund agents out of band
+            lifecycle.fund(home, identity.address)
+            funded = True
+        except Exception as exc:  # the chain may be down: the identity is still created
+            progress_note(f"note: could not fund the agent on the local network ({exc})")
+    if as_json:
+        emit_json({"address": identity.address, "keystore": identity.keystore, "name": identity.name, "funded": funded})
+        return
+    emit_pairs([("address", identity.address), ("keystore", identity.keystore), ("name", identity.name)])
+    progress_note(f"next: provanchor gov propose add-agent {identity.address} --name {identity.name}")

@@ -1,0 +1,190 @@
+"""`provanchor record`, `provanchor anchor` and `provanchor log`."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from provanchor.chain.client import LedgerClient, checksum
+from provanchor.cli.agent import password_file_option
+from provanchor.cli.context import app, emit_json, emit_pairs, emit_table, json_option
+from provanchor.errors import UsageError
+from provanchor.identity import load_identity
+from provanchor.ipfs.cid import CID
+from provanchor.ipfs.unixfs import cid_for_bytes
+from provanchor.network import load_network
+from provanchor.pipeline.recorder import default_host_id
+from provanchor.pipeline.session import AgentSession
+from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
+
+_OPS = [op.value for op in Op]
+
+
+def _location(value: str, host: str) -> str:
+    if "://" in value:
+        return value
+    return file_location(host, os.path.realpath(os.path.abspath(value)))
+
+
+def _code_hash(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    text = value.removeprefix("0x")
+    if len(text) != 64:
+        raise UsageError(f"--code-hash must be 64 hex digits (a sha256), got {len(text)} characters")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise UsageError(f"--code-hash is not hexadecimal: {value!r}") from exc
+
+
+@click.command()
+@click.option("--location", required=True, help="A file path (made into file://HOST/PATH) or a URI.")
+@click.option("--op", required=True, type=click.Choice(_OPS), help="What happened to the location.")
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The new content (default: the location itself when it is an existing file).",
+)
+@click.option("--user", default=None, help="Who made the change (default: the current user).")
+@click.option("--code-hash", default=None, help="sha256 (hex) identifying the program that made the change.")
+@click.option("--flush", "flush_now", is_flag=True, help="Anchor right away and wait for the receipt.")
+@password_file_option
+@json_option
+@click.pass_context
+def record(
+    ctx: click.Context,
+    location: str,
+    op: str,
+    file_path: str | None,
+    user: str | None,
+    code_hash: str | None,
+    flush_now: bool,
+    password_file: str | None,
+    as_json: bool,
+) -> None:
+    """Record one change as the configured agent (durable when this returns)."""
+    home = app(ctx).home
+    host = default_host_id()
+    where = _location(location, host)
+    content: bytes | None = None
+    source = file_path or (None if "://" in location else location)
+    if op != Op.DELETE.value and source is not None and Path(source).is_file():
+        try:
+            content = Path(source).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+    after = None
+    if content is not None:
+        after = ContentRef(
+            sha256=hashlib.sha256(content).digest(), size=len(content), cid=CID.parse(cid_for_bytes(content))
+        )
+    digest = _code_hash(code_hash)
+    change = Change(
+        time=time.time_ns(),
+        host=host,
+        location=where,
+        op=Op(op),
+        capture=Capture(
+            backend=CaptureBackend.MANUAL,
+            attributed=digest is not None,
+            reason=None if digest is not None else "recorded by hand; the writing program is unknown",
+        ),
+        user=user if user is not None else getpass.getuser(),
+        uid=None if user is not None else os.getuid(),
+        after=after,
+        code_hash=digest,
+        mode=os.stat(source).st_mode if op == Op.CREATE.value and source and Path(source).exists() else None,
+    )
+    with AgentSession.open(home, password_file=password_file) as session:
+        ref = session.record(change, content)
+        status = session.flush() if flush_now else None
+    data: dict[str, Any] = {
+        "record_id": ref.record_id,
+        "cid": ref.record_id,
+        "seq": ref.seq,
+        "hash": "0x" + ref.hash.hex(),
+        "location": where,
+        "agent": session.address,
+    }
+    if status is not None:
+        data.update({"anchored_size": status.size, "root": "0x" + status.root.hex(), "tx": status.tx})
+    if as_json:
+        emit_json(data)
+    else:
+        emit_pairs(list(data.items()))
+
+
+@click.command()
+@click.option("--flush", "flush_now", is_flag=True, help="Anchor everything spooled and wait for the receipt.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for receipts.")
+@password_file_option
+@json_option
+@click.pass_context
+def anchor(ctx: click.Context, flush_now: bool, timeout: float, password_file: str | None, as_json: bool) -> None:
+    """Anchor spooled records (with --flush), or show what is waiting."""
+    home = app(ctx).home
+    with AgentSession.open(home, password_file=password_file) as session:
+        before = session.spool.stats()
+        status = session.flush(timeout=timeout) if flush_now else session.anchorer.status()
+        after = session.spool.stats()
+    data: dict[str, Any] = {
+        "agent": session.address,
+        "size": status.size if status else 0,
+        "root": "0x" + status.root.hex() if status else None,
+        "tx": status.tx if status else None,
+        "checkpoint": status.checkpoint if status else None,
+        "block": status.block if status else None,
+        "records": after["records"],
+        "pending": after["unbatched"] + (after["records"] - after["unbatched"] - after["anchored_size"]),
+        "newly_anchored": after["anchored_size"] - before["anchored_size"],
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        emit_pairs(list(data.items()))
+
+
+@click.command()
+@click.option("--agent", "agent_address", default=None, help="Agent address (default: the configured agent).")
+@json_option
+@click.pass_context
+def log(ctx: click.Context, agent_address: str | None, as_json: bool) -> None:
+    """List an agent's checkpoints as the chain records them."""
+    home = app(ctx).home
+    network = load_network(home)
+    address = checksum(agent_address) if agent_address else load_identity(home).address
+    ledger = LedgerClient(network.rpc_url, network.contract)
+    ledger.ensure_deployed()
+    rows = []
+    for event in ledger.anchor_events(address, from_block=network.deployment_block):
+        args = event["args"]
+        index = int(args["index"])
+        checkpoint = ledger.checkpoint(address, index)
+        rows.append(
+            {
+                "index": index,
+                "size": int(args["size"]),
+                "root": "0x" + bytes(args["root"]).hex(),
+                "manifest_cid": CID.parse(bytes(args["manifestCid"])).encode(),
+                "time": checkpoint.timestamp,
+                "block": int(event["blockNumber"]),
+                "tx": event["transactionHash"].to_0x_hex(),
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(
+        f"checkpoints of {address}",
+        ["index", "size", "root", "manifest", "time", "block", "tx"],
+        [(r["index"], r["size"], r["root"], r["manifest_cid"], r["time"], r["block"], r["tx"]) for r in rows],
+    )

@@ -1,0 +1,1 @@
+"""The recording pipeline: spool (durability), batches, IPFS storage and on-chain anchoring."""

@@ -1,0 +1,315 @@
+"""From spooled records to anchored checkpoints, idempotently.
+
+Each batch moves through states persisted in the spool, one transaction per
+step, so a crash anywhere resumes where it stopped:
+
+1. **cut**: the next unbatched records (in `seq` order) are appended to the
+   agent's Merkle log (a compact range persisted with the batch); the root,
+   the consistency proof from the previous checkpoint and the manifest are
+   fixed. Cutting is deterministic and atomic: a crash before the commit
+   leaves nothing, after it leaves the batch.
+2. **stored**: the records, their pending contents and the manifest go to
+   IPFS in one CAR import and the manifest is pinned. Re-storing is harmless.
+3. **sent**: the anchor transaction for checkpoint index `batch - 1` is signed
+   and saved *before* it is broadcast. The contract refuses a second anchor
+   of the same index (`CheckpointExists`), so a re-broadcast or a rebuilt
+   transaction can never anchor a batch twice.
+4. **anchored**: the receipt is seen (or, after a crash, the chain already
+   holds this checkpoint with this root).
+
+IPFS or chain outages leave batches in their state; recording continues,
+and the next attempt picks up from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from provanchor import merkle
+from provanchor.chain.client import LedgerClient
+from provanchor.errors import ChainUnavailable, ConfigError, ContractError, IpfsUnavailable, ProvanchorError
+from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
+from provanchor.ipfs.client import IpfsClient
+from provanchor.pipeline import faults
+from provanchor.pipeline.manifest import PreviousCheckpoint, build_manifest
+from provanchor.pipeline.spool import Batch, Spool
+
+_GAS_BASE = 150_000
+_GAS_PER_PROOF_HASH = 3_000
+
+
+@dataclass(frozen=True)
+class AnchorStatus:
+    size: int
+    root: bytes
+    tx: str | None
+    checkpoint: int
+    block: int | None
+    anchored_batches: int
+
+
+class Anchorer:
+    """Cuts, stores and anchors the batches of one agent's spool."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        ledger: LedgerClient,
+        ipfs: IpfsClient,
+        batch_size: int = 1024,
+        on_anchored: Callable[[Batch], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.spool = spool
+        self.ledger = ledger
+        self.ipfs = ipfs
+        self.batch_size = batch_size
+        self.agent = ledger.transactor.address
+        self.chain_id = ledger.chain_id
+        self._lock = threading.Lock()
+        self._on_anchored = on_anchored
+
+    # ------------------------------------------------------------ the steps
+
+    def cut(self, limit: int | None = None) -> Batch | None:
+        """Fix the next batch from unbatched records (None if there are none)."""
+        records = self.spool.unbatched(limit or self.batch_size)
+        if not records:
+            return None
+        size, frontier = self.spool.log_state()
+        if records[0].seq != size:
+            raise ConfigError(f"spool corrupt: next unbatched record is seq {records[0].seq}, log size is {size}")
+        log = merkle.CompactRange.from_state(size, frontier)
+        leaves = [merkle.leaf_hash(r.hash) for r in records]
+        proof = log.consistency_proof_to(leaves) if size else []
+        log.extend(leaves)
+        root = log.root()
+        previous_batch = self.spool.last_batch()
+        batch_id = 1 if previous_batch is None else previous_batch.id + 1
+        previous = None
+        if previous_batch is not None:
+            previous = PreviousCheckpoint(
+                previous_batch.checkpoint_index,
+                previous_batch.size,
+                previous_batch.root,
+                CID.parse(previous_batch.manifest_cid),
+            )
+        manifest = build_manifest(
+            agent=self.agent,
+            chain_id=self.chain_id,
+            contract=self.ledger.address,
+            checkpoint=batch_id - 1,
+            start=size,
+            root=root,
+            records=[CID.for_block(DAG_CBOR, r.data) for r in records],
+            signatures=[r.signature for r in records],
+            previous=previous,
+        )
+        encoded = manifest.encode()
+        with self.spool.transaction() as db:
+            self.spool.insert_batch(
+                db, batch_id, size, log.size, root, proof, manifest.cid.encode(), encoded, time.time_ns(), log.hashes
+            )
+        batch = self.spool.batch(batch_id)
+        assert batch is not None
+        return batch
+
+    def store(self, batch: Batch) -> None:
+        """Put the batch's records, manifest and pending contents on IPFS in one request."""
+        blocks: list[tuple[CID, bytes]] = [
+            (CID.for_block(DAG_CBOR, r.data), r.data) for r in self.spool.records_of_batch(batch)
+        ]
+        manifest_cid = CID.parse(batch.manifest_cid)
+        blocks.append((manifest_cid, batch.manifest))
+        contents = self.spool.pending_contents()
+        content_roots = []
+        for cid_text, data in contents:
+            cid = CID.parse(cid_text)
+            if cid.codec == RAW:  # single-block contents travel in the same CAR
+                blocks.append((cid, data))
+                content_roots.append(cid)
+        self.ipfs.put_blocks(blocks, pin_roots=[manifest_cid, *content_roots])
+        for cid_text, data in contents:
+            if CID.parse(cid_text).codec != RAW:
+                self.ipfs.add_bytes(data)
+        faults.crash_point("after-ipfs-write")
+        with self.spool.transaction() as db:
+            db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))
+            db.executemany("DELETE FROM contents WHERE cid = ?", [(c,) for c, _ in contents])
+
+    def send(self, batch: Batch, preflight: bool) -> str:
+        """Sign, persist, then broadcast the anchor transaction; returns its hash."""
+        data = self.ledger.encode(
+            "anchor",
+            batch.checkpoint_index,
+            batch.size,
+            batch.root,
+            CID.parse(batch.manifest_cid).to_bytes(),
+            batch.proof,
+        )
+        transactor = self.ledger.transactor
+        gas = None if preflight else _GAS_BASE + _GAS_PER_PROOF_HASH * len(batch.proof)
+        signed = transactor.sign(self.ledger.address, data, gas=gas)
+        self.spool.mark_sent(batch.id, signed.tx_hash, signed.raw)
+        in_flight = transactor.broadcast(signed)
+        if in_flight.tx_hash != signed.tx_hash:
+            self.spool.mark_sent(batch.id, in_flight.tx_hash, in_flight.raw)
+        faults.crash_point("after-send")
+        return in_flight.tx_hash
+
+    def confirm(self, batch: Batch, timeout: float = 120.0) -> Batch:
+        """Wait for the batch's anchor to be mined; reconcile with the chain after crashes."""
+        assert batch.tx_hash is not None
+        try:
+            receipt = self.ledger.transactor.wait(batch.tx_hash, timeout=timeout)
+        except ContractError as exc:
+            if exc.name == "CheckpointExists" and self._chain_has(batch):
+                return self._mark_anchored(batch, None, None, None)
+            self._unsend(batch)
+            raise
+        faults.crash_point("after-receipt")
+        return self._mark_anchored(batch, receipt.tx_hash, receipt.block_number, receipt.gas_used)
+
+    # ------------------------------------------------------------ orchestration
+
+    def recover(self) -> None:
+        """After a restart: settle batches whose transaction was sent before the crash."""
+        for batch in self.spool.batches(["sent"]):
+            if self._chain_has(batch):
+                tx, block = self._find_anchor_tx(batch)
+                self._mark_anchored(batch, tx, block, None)
+                continue
+            assert batch.tx_hash is not None and batch.raw_tx is not None
+            receipt = self.ledger.transactor.receipt(batch.tx_hash)
+            if receipt is None:
+                self._rebroadcast(batch)
+            else:
+                # Mined but the chain has no such checkpoint: it reverted (for example it was
+                # sent behind a batch that failed). Send it again, in order, next time.
+                self._unsend(batch)
+
+    def flush(self, timeout: float = 120.0) -> AnchorStatus | None:
+        """Anchor everything spooled now; returns the latest anchored checkpoint."""
+        with self._lock:
+            self.recover()
+            while self.spool.count_unbatched():
+                self.cut()
+            pending = self.spool.batches(["cut", "stored", "sent"])
+            for batch in pending:
+                if batch.state == "cut":
+                    self.store(batch)
+            first = True
+            for batch in self.spool.batches(["stored"]):
+                self.send(batch, preflight=first)
+                first = False
+            for batch in self.spool.batches(["sent"]):
+                self.confirm(batch, timeout=timeout)
+            return self.status()
+
+    def step(self, max_age_ns: int) -> bool:
+        """One round of background work: cut a due batch, advance pending ones. True if it did anything."""
+        with self._lock:
+            did = False
+            unbatched = self.spool.count_unbatched()
+            oldest = self.spool.oldest_unbatched_ns()
+            due = unbatched >= self.batch_size or (oldest is not None and time.time_ns() - oldest >= max_age_ns)
+            while due and self.spool.count_unbatched():
+                self.cut()
+                did = True
+                due = self.spool.count_unbatched() >= self.batch_size
+            for batch in self.spool.batches(["cut"]):
+                self.store(batch)
+                did = True
+            stored = self.spool.batches(["stored"])
+            for i, batch in enumerate(stored):
+                self.send(batch, preflight=i == 0)
+                did = True
+            for batch in self.spool.batches(["sent"]):
+                self.confirm(batch)
+                did = True
+            return did
+
+    def run(
+        self, stop: threading.Event, interval: float = 1.0, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
+        """Background loop: batches are cut by size or age; outages back off and retry."""
+        max_age_ns = int(interval * 1e9)
+        backoff = 0.0
+        with self._lock, contextlib.suppress(ChainUnavailable, IpfsUnavailable):
+            self.recover()
+        while not stop.is_set():
+            try:
+                did = self.step(max_age_ns)
+                backoff = 0.0
+                if not did:
+                    stop.wait(min(0.05, interval / 4))
+            except (ChainUnavailable, IpfsUnavailable, ProvanchorError) as exc:
+                if on_error is not None:
+                    on_error(exc)
+                backoff = min(max(backoff * 2, 0.2), 5.0)
+                stop.wait(backoff)
+
+    def status(self) -> AnchorStatus | None:
+        anchored = self.spool.batches(["anchored"])
+        if not anchored:
+            return None
+        last = anchored[-1]
+        return AnchorStatus(last.size, last.root, last.tx_hash, last.checkpoint_index, last.block, len(anchored))
+
+    # ------------------------------------------------------------ helpers
+
+    def _chain_has(self, batch: Batch) -> bool:
+        try:
+            checkpoint = self.ledger.checkpoint(self.agent, batch.checkpoint_index)
+        except ContractError as exc:
+            if exc.name == "UnknownCheckpoint":
+                return False
+            raise
+        if checkpoint.root != batch.root or checkpoint.size != batch.size:
+            raise ConfigError(
+                f"the chain holds checkpoint {batch.checkpoint_index} of {self.agent} with a different root than "
+                f"this spool: the spool does not belong to this log"
+            )
+        return True
+
+    def _find_anchor_tx(self, batch: Batch) -> tuple[str | None, int | None]:
+        for event in self.ledger.anchor_events(self.agent, from_block=0):
+            if int(event["args"]["index"]) == batch.checkpoint_index:
+                return event["transactionHash"].to_0x_hex(), int(event["blockNumber"])
+        return batch.tx_hash, None
+
+    def _rebroadcast(self, batch: Batch) -> None:
+        from provanchor.chain.transactor import SignedTx
+
+        assert batch.tx_hash is not None and batch.raw_tx is not None
+        data = self.ledger.encode(
+            "anchor",
+            batch.checkpoint_index,
+            batch.size,
+            batch.root,
+            CID.parse(batch.manifest_cid).to_bytes(),
+            batch.proof,
+        )
+        gas = _GAS_BASE + _GAS_PER_PROOF_HASH * len(batch.proof)
+        saved = SignedTx(batch.tx_hash, batch.raw_tx, -1, self.ledger.address, data, gas)
+        in_flight = self.ledger.transactor.broadcast(saved)
+        if in_flight.tx_hash != batch.tx_hash:
+            self.spool.mark_sent(batch.id, in_flight.tx_hash, in_flight.raw)
+
+    def _unsend(self, batch: Batch) -> None:
+        """The transaction reverted: the batch goes back to `stored` to be sent again later."""
+        with self.spool.transaction() as db:
+            db.execute("UPDATE batches SET state = 'stored', tx_hash = NULL, raw_tx = NULL WHERE id = ?", (batch.id,))
+
+    def _mark_anchored(self, batch: Batch, tx: str | None, block: int | None, gas_used: int | None) -> Batch:
+        self.spool.mark_anchored(batch.id, tx, block, gas_used, time.time_ns())
+        updated = self.spool.batch(batch.id)
+        assert updated is not None
+        if self._on_anchored is not None:
+            self._on_anchored(updated)
+        return updated

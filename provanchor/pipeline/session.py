@@ -1,0 +1,130 @@
+"""One agent recording on one network: the spool, the recorder and the anchorer, wired.
+
+This is the library entry point for recording:
+
+    with AgentSession.open(Home.resolve(), password="...") as session:
+        session.start()                     # background batching and anchoring
+        ref = session.record(change)        # durable when it returns
+        session.flush()                     # or wait for the next batch
+
+The CLI's `record`, `anchor` and the agent service all go through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from provanchor.chain.client import LedgerClient
+from provanchor.home import Home
+from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
+from provanchor.ipfs.client import IpfsClient
+from provanchor.network import NetworkDescriptor, load_network
+from provanchor.pipeline.anchorer import Anchorer, AnchorStatus
+from provanchor.pipeline.recorder import Recorder, RecordRef
+from provanchor.pipeline.spool import Spool
+from provanchor.records import Change, Eip712Domain, RecordSigner
+
+
+def spool_path(home: Home, address: str) -> Path:
+    return home.root / "agents" / address.lower() / "spool.sqlite"
+
+
+class AgentSession:
+    def __init__(
+        self,
+        home: Home,
+        network: NetworkDescriptor,
+        identity: AgentIdentity,
+        account: LocalAccount,
+        batch_size: int = 1024,
+        interval: float = 1.0,
+    ) -> None:
+        self.home = home
+        self.network = network
+        self.identity = identity
+        self.account = account
+        self.batch_size = batch_size
+        self.interval = interval
+        self.domain = Eip712Domain(network.chain_id, network.contract)
+        self.spool = Spool(spool_path(home, account.address))
+        self.spool.bind(account.address, network.chain_id, network.contract)
+        self.signer = RecordSigner(bytes(account.key), self.domain)
+        self.recorder = Recorder(self.spool, self.signer)
+        self._anchorer: Anchorer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: Exception | None = None
+
+    @classmethod
+    def open(
+        cls,
+        home: Home,
+        password: str | None = None,
+        password_file: str | None = None,
+        batch_size: int = 1024,
+        interval: float = 1.0,
+        identity: AgentIdentity | None = None,
+    ) -> AgentSession:
+        network = load_network(home)
+        identity = identity or load_identity(home)
+        secret = password if password is not None else read_password(password_file)
+        account = unlock(identity.keystore_path, secret)
+        return cls(home, network, identity, account, batch_size=batch_size, interval=interval)
+
+    # ------------------------------------------------------------ recording
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def record(self, change: Change, content: bytes | None = None) -> RecordRef:
+        return self.recorder.record(self.recorder.with_before(change), content)
+
+    # ------------------------------------------------------------ anchoring
+
+    @property
+    def anchorer(self) -> Anchorer:
+        if self._anchorer is None:
+            ledger = LedgerClient(self.network.rpc_url, self.network.contract, self.account)
+            self._anchorer = Anchorer(self.spool, ledger, IpfsClient(self.network.ipfs_api), self.batch_size)
+        return self._anchorer
+
+    def flush(self, timeout: float = 120.0) -> AnchorStatus | None:
+        return self.anchorer.flush(timeout=timeout)
+
+    def start(self, on_error: Callable[[Exception], None] | None = None) -> None:
+        """Anchor in the background: batches by size or every `interval` seconds."""
+        if self._thread is not None:
+            return
+
+        def remember(exc: Exception) -> None:
+            self.last_error = exc
+            if on_error is not None:
+                on_error(exc)
+
+        anchorer = self.anchorer
+        self._thread = threading.Thread(
+            target=anchorer.run, args=(self._stop, self.interval, remember), name="provanchor-anchorer", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self.recorder.close()
+        self.spool.close()
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
