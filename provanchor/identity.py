@@ -63,10 +63,21 @@ def read_password(password_file: str | None = None, confirm: bool = False) -> st
     return password
 
 
-def create_identity(home: Home, name: str, password: str, keystore: Path | None = None) -> AgentIdentity:
-    """Create a key, encrypt it to `keystore`, and make it the configured agent."""
+def create_identity(
+    home: Home, name: str, password: str, keystore: Path | None = None, replace: bool = False
+) -> AgentIdentity:
+    """Create a key, encrypt it to `keystore`, and make it the configured agent.
+
+    An already configured agent is never replaced silently (its spool and key
+    would be orphaned): `replace=True` says the operator means it.
+    """
     if not name or len(name) > 128:
         raise UsageError("--name must be 1 to 128 characters")
+    if agent_file(home).exists() and not replace:
+        current = load_identity(home)
+        raise UsageError(
+            f"an agent is already configured here ({current.name}, {current.address}): pass --force to replace it"
+        )
     if not password:
         raise KeystoreError("refusing an empty keystore password")
     path = (keystore or default_keystore(home, name)).expanduser().absolute()

@@ -7,6 +7,7 @@ at every step and across IPFS or chain outages.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -34,7 +35,16 @@ from provanchor.network import load_network
 from provanchor.pipeline.faults import POINTS
 from provanchor.pipeline.manifest import decode_manifest
 from provanchor.pipeline.session import AgentSession
-from provanchor.records import Capture, CaptureBackend, Change, Eip712Domain, Op, decode_record, recover_signer
+from provanchor.records import (
+    Capture,
+    CaptureBackend,
+    Change,
+    ContentRef,
+    Eip712Domain,
+    Op,
+    decode_record,
+    recover_signer,
+)
 
 PASSWORD = "correct horse battery staple"
 WORKER = Path(__file__).parent / "helpers" / "pipeline_worker.py"
@@ -246,13 +256,12 @@ def test_background_thread_survives_an_outage(net_home: Home, tmp_path: Path) ->
 
 def cli(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROVANCHOR_HOME": str(home.root), "PROVANCHOR_PASSWORD": PASSWORD}
-    return subprocess.run([sys.executable, "-m", "provanchor.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "provanchor.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
-def test_unregistered_and_revoked_agents_cannot_anchor_and_keep_their_records(
-    net_home: Home, tmp_path: Path
-) -> None:
+def test_unregistered_and_revoked_agents_cannot_anchor_and_keep_their_records(net_home: Home, tmp_path: Path) -> None:
     home, identity = agent_home(net_home, tmp_path, "stranger", approve=False)
     data = tmp_path / "file.txt"
     data.write_text("content\n")
@@ -302,9 +311,15 @@ def test_a_bad_change_fails_alone(net_home: Home, tmp_path: Path) -> None:
     home, _ = agent_home(net_home, tmp_path, "bad")
     with AgentSession.open(home, password=PASSWORD) as session:
         good = session.recorder.submit(change(0))
-        bad = session.recorder.submit(Change(time=-1, host="h", location="file://h/x", op=Op.CREATE,
-                                             capture=Capture(backend=CaptureBackend.MANUAL, attributed=False,
-                                                             reason="x")))
+        bad = session.recorder.submit(
+            Change(
+                time=-1,
+                host="h",
+                location="file://h/x",
+                op=Op.CREATE,
+                capture=Capture(backend=CaptureBackend.MANUAL, attributed=False, reason="x"),
+            )
+        )
         assert good.result().seq == 0
         with pytest.raises(Exception, match="time"):
             bad.result()
@@ -320,3 +335,39 @@ def test_contract_error_is_named_for_wrong_network(net_home: Home, tmp_path: Pat
     home.network_file.write_text(json.dumps(other))
     with pytest.raises(ConfigError, match="belongs to contract"):
         AgentSession.open(home, password=PASSWORD)
+
+
+def test_before_follows_the_last_known_version_even_when_pipelined(net_home: Home, tmp_path: Path) -> None:
+    home, _ = agent_home(net_home, tmp_path, "before")
+
+    def content(text: bytes) -> ContentRef:
+        return ContentRef(sha256=hashlib.sha256(text).digest(), size=len(text), cid=None)
+
+    def write(op: Op, text: bytes | None, location: str = "file://test-host/data/f", **extra: object) -> Change:
+        return Change(
+            time=time.time_ns(),
+            host="test-host",
+            location=location,
+            op=op,
+            capture=Capture(backend=CaptureBackend.MANUAL, attributed=False, reason="test"),
+            after=content(text) if text is not None else None,
+            **extra,
+        )  # type: ignore[arg-type]
+
+    with AgentSession.open(home, password=PASSWORD) as session:
+        futures = [
+            session.submit(write(Op.CREATE, b"one")),
+            session.submit(write(Op.WRITE, b"two")),
+            session.submit(
+                write(Op.RENAME, b"two", location="file://test-host/data/g", from_location="file://test-host/data/f")
+            ),
+            session.submit(write(Op.DELETE, None, location="file://test-host/data/g")),
+            session.submit(write(Op.CREATE, b"three", location="file://test-host/data/g")),
+        ]
+        refs = [f.result() for f in futures]
+        records = [decode_record(session.spool.record_by_seq(r.seq).data) for r in refs]  # type: ignore[union-attr]
+    assert records[0].before is None
+    assert records[1].before is not None and records[1].before.sha256 == hashlib.sha256(b"one").digest()
+    assert records[2].before is not None and records[2].before.sha256 == hashlib.sha256(b"two").digest()
+    assert records[3].before is not None and records[3].before.sha256 == hashlib.sha256(b"two").digest()
+    assert records[4].before is None  # deleted in between: the new file has no past

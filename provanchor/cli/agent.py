@@ -32,14 +32,16 @@ def agent() -> None:
     default=None,
     help="Where to write the encrypted keystore (default: keys/agent-NAME.json in the data directory).",
 )
+@click.option("--force", is_flag=True, help="Replace an already configured agent (its key and spool are kept).")
 @password_file_option
 @json_option
 @click.pass_context
-def init(ctx: click.Context, name: str, keystore: str | None, password_file: str | None, as_json: bool) -> None:
+def init(ctx: click.Context, name: str, keystore: str | None, force: bool, password_file: str | None,
+         as_json: bool) -> None:
     """Create an agent key in an encrypted keystore and make it the configured agent."""
     home = app(ctx).home
     password = read_password(password_file, confirm=True)
-    identity = create_identity(home, name, password, Path(keystore) if keystore else None)
+    identity = create_identity(home, name, password, Path(keystore) if keystore else None, replace=force)
     funded = False
     if home.network_file.exists() and load_network(home).local:
         try:  # a local network's agents get gas money; real networks fund agents out of band

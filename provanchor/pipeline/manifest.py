@@ -2,9 +2,11 @@
 
 A manifest is a dag-cbor block on IPFS, named by the `Anchored` event of its
 checkpoint. It lists the CIDs of the records the checkpoint adds (in `seq`
-order, so leaf `start + i` is `records[i]`), their EIP-712 signatures, the tree
-size and root, and a link to the previous checkpoint's manifest, so an auditor
-can walk an agent's whole history from the chain's events alone.
+order, so leaf `start + i` is `records[i]`, as IPLD links), their EIP-712
+signatures, the tree size and root, and the previous checkpoint's manifest CID
+(as a string, not a link, so that pinning a manifest pins its own batch and not
+the whole history again), so an auditor can walk an agent's whole history from
+the chain's events alone.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class Manifest:
                 "index": self.previous.index,
                 "size": self.previous.size,
                 "root": self.previous.root,
-                "manifest": self.previous.manifest,
+                # A CID string, deliberately not an IPLD link: a recursive pin of this manifest
+                # must cover this batch only, not walk the agent's whole history again.
+                "manifest": self.previous.manifest.encode(),
             }
         return {
             "type": MANIFEST_TYPE,
@@ -124,9 +128,9 @@ def decode_manifest(data: bytes) -> Manifest:
     if prev is not None:
         if not isinstance(prev, dict) or set(prev) != {"index", "size", "root", "manifest"}:
             raise RecordError("manifest prev must be {index, size, root, manifest}", field="prev")
-        if not isinstance(prev["manifest"], CID) or not isinstance(prev["root"], bytes):
+        if not isinstance(prev["manifest"], str) or not isinstance(prev["root"], bytes):
             raise RecordError("manifest prev has wrong types", field="prev")
-        previous = PreviousCheckpoint(int(prev["index"]), int(prev["size"]), prev["root"], prev["manifest"])
+        previous = PreviousCheckpoint(int(prev["index"]), int(prev["size"]), prev["root"], CID.parse(prev["manifest"]))
     return Manifest(
         agent=str(wire["agent"]),
         chain_id=int(wire["chain_id"]),

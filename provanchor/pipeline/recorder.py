@@ -43,6 +43,7 @@ class RecordRef:
 class _Pending:
     change: Change
     content: bytes | None
+    fill_before: bool
     future: Future[RecordRef]
 
 
@@ -61,32 +62,34 @@ class Recorder:
 
     # ------------------------------------------------------------ public
 
-    def record(self, change: Change, content: bytes | None = None) -> RecordRef:
+    def record(self, change: Change, content: bytes | None = None, fill_before: bool = True) -> RecordRef:
         """Spool one change; returns once it is signed and durably committed.
 
         `content`, when given, is the new content's bytes: kept in the spool until
         its batch is stored on IPFS, so a record never points at content that
-        could be lost.
+        could be lost. With `fill_before`, a missing `before` is taken from the
+        agent's last known version of the location (at sequencing time, so
+        back-to-back changes of one file chain correctly).
         """
-        return self.submit(change, content).result()
+        return self.submit(change, content, fill_before).result()
 
-    def record_many(self, changes: Sequence[Change]) -> list[RecordRef]:
-        futures = [self.submit(change) for change in changes]
+    def record_many(self, changes: Sequence[Change], fill_before: bool = True) -> list[RecordRef]:
+        futures = [self.submit(change, None, fill_before) for change in changes]
         return [f.result() for f in futures]
 
-    def submit(self, change: Change, content: bytes | None = None) -> Future[RecordRef]:
+    def submit(self, change: Change, content: bytes | None = None, fill_before: bool = True) -> Future[RecordRef]:
         if self._closed:
             raise ProvanchorError("the recorder is closed")
         future: Future[RecordRef] = Future()
-        self._queue.put(_Pending(change, content, future))
+        self._queue.put(_Pending(change, content, fill_before, future))
         return future
 
-    def with_before(self, change: Change) -> Change:
-        """Fill `before` from the agent's last known version of the location."""
+    def _with_before(self, change: Change, known_in_group: dict[str, KnownContent | None]) -> Change:
         if change.before is not None or not isinstance(change.location, str):
             return change
         source = change.from_location if change.op == Op.RENAME and isinstance(change.from_location, str) else None
-        known = self.spool.known_content(source or change.location)
+        key = source or change.location
+        known = known_in_group[key] if key in known_in_group else self.spool.known_content(key)
         if known is None or known.sha256 is None or known.size is None:
             return change
         return replace(change, before=ContentRef(sha256=known.sha256, size=known.size))
@@ -129,13 +132,16 @@ class Recorder:
         built: list[tuple[_Pending, Record]] = []
         failed: list[tuple[_Pending, BaseException]] = []
         now = time.time_ns()
+        known_in_group: dict[str, KnownContent | None] = {}
         for pending in group:
             try:
-                record = Record.from_change(pending.change, agent=self.agent, seq=seq, prev=prev)
+                change = self._with_before(pending.change, known_in_group) if pending.fill_before else pending.change
+                record = Record.from_change(change, agent=self.agent, seq=seq, prev=prev)
                 signature = self.signer.sign(record.hash)
             except Exception as exc:  # a bad change fails its caller only, never the group
                 failed.append((pending, exc))
                 continue
+            _remember(known_in_group, record)
             location = record.location if isinstance(record.location, str) else None
             rows.append((seq, record.hash, record.canonical, signature, location, record.time, now))
             built.append((pending, record))
@@ -186,3 +192,17 @@ def default_host_id() -> str:
         except OSError:
             continue
     return os.uname().nodename
+
+
+def _remember(known: dict[str, KnownContent | None], record: Record) -> None:
+    """What the location table will say after `record` (mirrors `_track_location`)."""
+    if not isinstance(record.location, str):
+        return
+    if record.op == Op.DELETE:
+        known[record.location] = None
+        return
+    if record.op == Op.RENAME and isinstance(record.from_location, str):
+        known[record.from_location] = None
+    if record.after is not None:
+        after = record.after
+        known[record.location] = KnownContent(after.sha256, after.size, after.cid.encode() if after.cid else None)

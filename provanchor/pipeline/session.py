@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -82,7 +83,7 @@ class AgentSession:
         return str(self.account.address)
 
     def record(self, change: Change, content: bytes | None = None) -> RecordRef:
-        return self.recorder.record(self.recorder.with_before(change), content)
+        return self.recorder.record(change, content)
 
     # ------------------------------------------------------------ anchoring
 
@@ -118,8 +119,17 @@ class AgentSession:
             self._thread.join()
             self._thread = None
 
+    def submit(self, change: Change, content: bytes | None = None) -> Future[RecordRef]:
+        """Queue a change without waiting: the future resolves once it is durably spooled.
+
+        Producers that keep many changes in flight share each fsync (group commit).
+        """
+        return self.recorder.submit(change, content)
+
     def close(self) -> None:
         self.stop()
+        if self._anchorer is not None:
+            self._anchorer.close()
         self.recorder.close()
         self.spool.close()
 

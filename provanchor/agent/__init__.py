@@ -1,0 +1,1 @@
+"""The provanchor agent: watches directories and turns file changes into records."""

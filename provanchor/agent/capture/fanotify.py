@@ -1,0 +1,348 @@
+"""The attributed backend: fanotify filesystem marks with file-id reporting.
+
+Why this shape:
+
+- FAN_MARK_FILESYSTEM watches a whole filesystem with one mark, so new
+  directories need no bookkeeping and nothing is missed between a mkdir and a
+  watch; the price is seeing every other process's traffic on that
+  filesystem, so events are filtered by path before anything expensive runs.
+- FAN_REPORT_DFID_NAME | FAN_REPORT_FID | FAN_REPORT_TARGET_FID names changes
+  by directory + name (deleted files keep their name) and is what FAN_RENAME
+  needs to report both names in one event.
+- FAN_REPORT_PIDFD lets the process snapshot prove it inspected the event's
+  process and not a later one with a recycled pid; a FAN_NOPIDFD means the
+  writer had already exited, and then its /proc entry is not trusted at all.
+- FAN_UNLIMITED_QUEUE: losing events would mean losing provenance; the
+  kernel's memory is the better place to absorb a burst.
+- Reads (`want_reads`) use FAN_ACCESS | FAN_CLOSE_NOWRITE, not FAN_OPEN: with
+  file-id reporting there is no fd to tell a read-open from a write-open, so
+  FAN_OPEN would make every writer look like a reader too. ACCESS (data was
+  read) and CLOSE_NOWRITE (a read-only open ended, which also covers empty
+  files and mmap) report exactly the reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import select
+import time
+from collections.abc import Collection, Sequence
+from types import TracebackType
+
+from provanchor.agent.capture import _libc
+from provanchor.agent.capture import fanotify_abi as abi
+from provanchor.agent.capture.errors import CaptureError, CaptureUnavailable
+from provanchor.agent.capture.events import EventKind, ProcessInfo, RawEvent
+from provanchor.agent.capture.handles import DirectoryPaths, fsid_bytes, resolve
+from provanchor.agent.capture.paths import PathFilter, canonical_roots, join, mount_points_under, walk
+from provanchor.agent.capture.procinfo import inspect_process, vanished
+
+log = logging.getLogger(__name__)
+
+INIT_FLAGS = (
+    abi.FAN_CLASS_NOTIF
+    | abi.FAN_CLOEXEC
+    | abi.FAN_NONBLOCK
+    | abi.FAN_UNLIMITED_QUEUE
+    | abi.FAN_REPORT_DFID_NAME
+    | abi.FAN_REPORT_FID
+    | abi.FAN_REPORT_TARGET_FID
+)
+CHANGE_MASK = (
+    abi.FAN_CREATE
+    | abi.FAN_MODIFY
+    | abi.FAN_CLOSE_WRITE
+    | abi.FAN_DELETE
+    | abi.FAN_RENAME
+    | abi.FAN_ATTRIB
+    | abi.FAN_ONDIR
+    | abi.FAN_EVENT_ON_CHILD
+)
+READ_MASK = abi.FAN_ACCESS | abi.FAN_CLOSE_NOWRITE
+
+_EVENT_F_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE
+_MIN_EVENT_WITH_PIDFD = 96  # bytes: metadata + DFID_NAME + FID + PIDFD records, shortest case
+_MAX_CHUNKS_PER_READ = 64  # hand events to the caller at least every 64 read() calls
+# Kinds of one (possibly merged) event, in the order they must have happened.
+_KIND_BITS = (
+    (abi.FAN_CREATE, EventKind.CREATE),
+    (abi.FAN_MODIFY, EventKind.MODIFY),
+    (abi.FAN_ATTRIB, EventKind.ATTRIB),
+    (abi.FAN_CLOSE_WRITE, EventKind.CLOSE_WRITE),
+    (abi.FAN_DELETE, EventKind.DELETE),
+)
+_UNAVAILABLE_HINTS = {
+    errno.EPERM: "needs CAP_SYS_ADMIN",
+    errno.ENOSYS: "kernel built without fanotify",
+    errno.EINVAL: "kernel too old for FAN_RENAME and file-id reporting (needs Linux 5.17+)",
+    errno.EMFILE: "too many fanotify instances",
+    errno.ENODEV: "filesystem has no usable fsid",
+    errno.EOPNOTSUPP: "filesystem cannot encode file handles",
+    errno.EXDEV: "filesystem cannot be marked as a whole (subvolume or idmapped mount)",
+}
+
+
+def _unavailable(exc: OSError, where: str = "") -> CaptureUnavailable:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    hint = _UNAVAILABLE_HINTS.get(exc.errno or 0, exc.strerror or "")
+    return CaptureUnavailable(f"fanotify unavailable ({code}: {hint}{where})")
+
+
+class FanotifyWatcher:
+    """Watches directories through fanotify; every event names its writer's pid and process."""
+
+    def __init__(self, paths: Sequence[str], exclude_pids: Collection[int] = (), want_reads: bool = False) -> None:
+        self.roots = canonical_roots(paths)
+        self._filter = PathFilter(self.roots)
+        self._exclude = frozenset(exclude_pids)
+        self._want_reads = want_reads
+        self._fd = -1
+        self._poll = select.poll()
+        self._mount_fds: dict[bytes, int] = {}
+        self._dirs = DirectoryPaths(self._mount_fds, self._filter)
+        self.pidfd_mode = False
+        self.unresolved = 0  # events whose directory could no longer be named (deleted before being read)
+        self._last_read: dict[str, int | None] = {}  # path -> pid of its last event in this read() if a read
+        self._chunk_size = _chunk_size()
+
+    @property
+    def backend(self) -> str:
+        return "fanotify"
+
+    @property
+    def attributed(self) -> bool:
+        return True
+
+    @property
+    def mask(self) -> int:
+        return CHANGE_MASK | (READ_MASK if self._want_reads else 0)
+
+    def start(self) -> None:
+        if self._fd >= 0:
+            return
+        try:
+            self._fd = _libc.fanotify_init(INIT_FLAGS | abi.FAN_REPORT_PIDFD, _EVENT_F_FLAGS)
+            self.pidfd_mode = True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise _unavailable(exc) from None
+            try:  # kernel < 5.15: no pidfds, attribution by pid only
+                self._fd = _libc.fanotify_init(INIT_FLAGS, _EVENT_F_FLAGS)
+            except OSError as exc2:
+                raise _unavailable(exc2) from None
+        try:
+            self._mark_filesystems()
+        except BaseException:
+            self.close()
+            raise
+        self._poll.register(self._fd, select.POLLIN)
+
+    def _mark_filesystems(self) -> None:
+        marked: set[int] = set()
+        for path in [*self.roots, *mount_points_under(self._filter)]:
+            try:
+                device = os.stat(path).st_dev
+                if device in marked:
+                    continue
+                _libc.fanotify_mark(self._fd, abi.FAN_MARK_ADD | abi.FAN_MARK_FILESYSTEM, self.mask, path)
+                fsid = fsid_bytes(path)
+                if fsid not in self._mount_fds:
+                    self._mount_fds[fsid] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                if path in self.roots:
+                    raise _unavailable(exc, f" on {path}") from None
+                log.warning("fanotify: cannot watch the filesystem mounted at %s: %s", path, exc)
+                continue
+            marked.add(device)
+        for root in self.roots:
+            self._dirs.seed(root)
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise CaptureError("fanotify watcher is not started")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poll.unregister(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        for fd in self._mount_fds.values():
+            os.close(fd)
+        self._mount_fds.clear()
+
+    def __enter__(self) -> FanotifyWatcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def read(self, timeout: float) -> list[RawEvent]:
+        """Wait up to `timeout` seconds, then drain what the kernel has queued; may return []."""
+        fd = self.fileno()
+        if not self._poll.poll(max(0.0, timeout) * 1000.0):
+            return []
+        out: list[RawEvent] = []
+        self._last_read.clear()
+        for _ in range(_MAX_CHUNKS_PER_READ):
+            try:
+                chunk = os.read(fd, self._chunk_size)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._process_chunk(chunk, out)
+        return out
+
+    # ------------------------------------------------------------ event handling
+
+    def _process_chunk(self, chunk: bytes, out: list[RawEvent]) -> None:
+        try:
+            events = abi.parse_events(chunk)
+        except abi.MalformedEvent as exc:
+            _close_fds(exc.events)
+            raise
+        now = time.time_ns()
+        # pid -> snapshot of a process seen alive in this chunk. Reuse is sound within one read():
+        # an event queued after one whose writer was alive at read time cannot come from a
+        # successor that recycled the pid (the writer still held it).
+        processes: dict[int, ProcessInfo] = {}
+        try:
+            for event in events:
+                self._handle(event, now, processes, out)
+        finally:
+            _close_fds(events)
+
+    def _handle(
+        self, event: abi.FanotifyEvent, now: int, processes: dict[int, ProcessInfo], out: list[RawEvent]
+    ) -> None:
+        mask = event.mask
+        if mask & abi.FAN_Q_OVERFLOW:
+            self._dirs.clear()
+            out.append(RawEvent(EventKind.OVERFLOW, "", None, False, None, None, now))
+            return
+        is_dir = bool(mask & abi.FAN_ONDIR)
+        if mask & abi.FAN_RENAME:
+            self._handle_rename(event, is_dir, now, processes, out)
+            return
+        path = self._path_of(event)
+        if path is None:
+            return
+        if is_dir and mask & abi.FAN_CREATE and event.object_key is not None:
+            self._dirs.remember(event.object_key, path)
+        if is_dir and mask & abi.FAN_DELETE:
+            self._dirs.removed(event.object_key, path)
+        if not self._filter.contains(path) or event.pid in self._exclude:
+            return
+        kinds = [kind for bit, kind in _KIND_BITS if mask & bit]
+        if mask & READ_MASK and not is_dir and self._last_read.get(path) != event.pid:
+            kinds.insert(1 if kinds and kinds[0] is EventKind.CREATE else 0, EventKind.OPEN_READ)
+        if not kinds:
+            return
+        # A read right after another read of the same file by the same process adds nothing.
+        self._last_read[path] = event.pid if kinds[-1] is EventKind.OPEN_READ else None
+        pid, process = self._writer(event, processes)
+        for kind in kinds:
+            out.append(RawEvent(kind, path, None, is_dir, pid, process, now))
+
+    def _handle_rename(
+        self,
+        event: abi.FanotifyEvent,
+        is_dir: bool,
+        now: int,
+        processes: dict[int, ProcessInfo],
+        out: list[RawEvent],
+    ) -> None:
+        old = self._entry_path(event.old)
+        new = self._entry_path(event.new)
+        if is_dir:
+            if old is not None and new is not None:
+                self._dirs.renamed(event.object_key, old, new)
+            elif old is not None:
+                self._dirs.removed(event.object_key, old)
+        inside_old = old is not None and self._filter.contains(old)
+        inside_new = new is not None and self._filter.contains(new)
+        if event.pid in self._exclude or not (inside_old or inside_new):
+            return
+        pid, process = self._writer(event, processes)
+
+        def emit(kind: EventKind, path: str, old_path: str | None = None, directory: bool = is_dir) -> None:
+            out.append(RawEvent(kind, path, old_path, directory, pid, process, now))
+
+        if inside_old and inside_new:
+            assert old is not None and new is not None
+            emit(EventKind.RENAME, new, old)
+        elif inside_old:
+            assert old is not None
+            emit(EventKind.DELETE, old)  # moved out of the watched trees
+        else:
+            assert new is not None
+            # Moved in: for the consumer these are new files, with their content complete.
+            emit(EventKind.CREATE, new, old)
+            if not is_dir:
+                emit(EventKind.CLOSE_WRITE, new)
+                return
+            for path, child_is_dir in walk(new):
+                emit(EventKind.CREATE, path, directory=child_is_dir)
+                if child_is_dir:
+                    self._dirs.seed(path, limit=1)
+                else:
+                    emit(EventKind.CLOSE_WRITE, path, directory=False)
+
+    def _entry_path(self, entry: abi.DirEntry | None) -> str | None:
+        if entry is None:
+            return None
+        parent = self._dirs.lookup(entry.dir_key)
+        if parent is None:
+            self.unresolved += 1
+            return None
+        return join(parent, entry.name)
+
+    def _path_of(self, event: abi.FanotifyEvent) -> str | None:
+        if event.entry is not None:
+            return self._entry_path(event.entry)
+        if event.object_key is not None:  # e.g. ATTRIB for a link-count change: the inode has no name here
+            return resolve(self._mount_fds, event.object_key, directory=bool(event.mask & abi.FAN_ONDIR))
+        return None
+
+    def _writer(
+        self, event: abi.FanotifyEvent, processes: dict[int, ProcessInfo]
+    ) -> tuple[int | None, ProcessInfo | None]:
+        pid = event.pid
+        pidfd = event.pidfd
+        if pid <= 0:  # the writer is outside our PID namespace
+            return None, None
+        cached = processes.get(pid)
+        if cached is not None:
+            return pid, cached
+        if self.pidfd_mode and pidfd == abi.FAN_NOPIDFD:
+            return pid, vanished(pid, "process exited before its event was read")
+        live = pidfd is not None and pidfd >= 0
+        info = inspect_process(pid, pidfd if live else None)
+        if (live or not self.pidfd_mode) and info.reason is None:
+            processes[pid] = info
+        return pid, info
+
+
+def _close_fds(events: list[abi.FanotifyEvent]) -> None:
+    for event in events:
+        for fd in (event.fd, event.pidfd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _chunk_size() -> int:
+    """Read buffer size: large for throughput, small enough that its pidfds cannot exhaust RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16 * 1024, min(256 * 1024, (soft // 4) * _MIN_EVENT_WITH_PIDFD))
