@@ -286,7 +286,7 @@ def test_validation_names_the_field(field: str, overrides: dict[str, Any]) -> No
         (lambda: ContentRef(H1, 1, CID.for_block(RAW, b"other")), "cid"),
         (lambda: Capture("ebpf", True), "backend"),  # type: ignore[arg-type]
         (lambda: Capture(CaptureBackend.RUN, 1), "attributed"),  # type: ignore[arg-type]
-        (lambda: Capture(CaptureBackend.RUN, True, "why"), "reason"),
+        (lambda: Capture(CaptureBackend.RUN, True, ""), "reason"),
         (lambda: Capture(CaptureBackend.INOTIFY, False), "reason"),
         (lambda: CodeFile("", H1), "path"),
         (lambda: CodeFile("/x", b"y"), "sha256"),
@@ -649,3 +649,9 @@ def test_code_hash_may_stand_alone_without_code() -> None:
     record = sample_record(code=None, code_hash=H1)
     assert record.code is None and record.code_hash == H1
     assert decode_record(encode_record(record)) == record
+
+
+def test_an_attributed_change_may_carry_a_note() -> None:
+    note = Capture(CaptureBackend.FANOTIFY, True, "read after it settled")
+    record = sample_record(capture=note)
+    assert decode_record(encode_record(record)).capture == note

@@ -316,10 +316,9 @@ class Capture:
             raise _fail("backend", f"must be one of {choices}; got {self.backend!r:.60}") from None
         if not isinstance(self.attributed, bool):
             raise _fail("attributed", f"must be a bool, got {self.attributed!r:.60}")
-        if self.attributed:
-            if self.reason is not None:
-                raise _fail("reason", "must be null when the change is attributed")
-        else:
+        # An unattributed change must say why; an attributed one may carry a note
+        # (e.g. "read after it settled: written through mmap").
+        if not self.attributed or self.reason is not None:
             _check_text(self.reason, "reason")
 
     def to_wire(self) -> dict[str, object]:
