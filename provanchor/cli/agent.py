@@ -36,8 +36,9 @@ def agent() -> None:
 @password_file_option
 @json_option
 @click.pass_context
-def init(ctx: click.Context, name: str, keystore: str | None, force: bool, password_file: str | None,
-         as_json: bool) -> None:
+def init(
+    ctx: click.Context, name: str, keystore: str | None, force: bool, password_file: str | None, as_json: bool
+) -> None:
     """Create an agent key in an encrypted keystore and make it the configured agent."""
     home = app(ctx).home
     password = read_password(password_file, confirm=True)
@@ -54,3 +55,42 @@ def init(ctx: click.Context, name: str, keystore: str | None, force: bool, passw
         return
     emit_pairs([("address", identity.address), ("keystore", identity.keystore), ("name", identity.name)])
     progress_note(f"next: provanchor gov propose add-agent {identity.address} --name {identity.name}")
+
+
+@agent.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The agent's TOML configuration (see agent/agent.example.toml).",
+)
+@click.pass_context
+def start(ctx: click.Context, config_path: str) -> None:
+    """Run the capture service in the foreground until SIGTERM (for the service manager)."""
+    from provanchor.agent.config import load_config
+    from provanchor.agent.service import AgentService
+
+    service = AgentService(load_config(config_path))
+    raise SystemExit(service.run())
+
+
+@agent.command()
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Read the agent's data directory and key from this config instead of --home.",
+)
+@json_option
+@click.pass_context
+def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """Show whether the agent service runs, its capture backend and its counters."""
+    from provanchor.agent.status import read_status
+
+    data = read_status(app(ctx).home, config_path)
+    if as_json:
+        emit_json(data)
+        return
+    emit_pairs([(key, data[key]) for key in sorted(data)])

@@ -92,44 +92,57 @@ class Anchorer:
     # ------------------------------------------------------------ the steps
 
     def cut(self, limit: int | None = None) -> Batch | None:
-        """Fix the next batch from unbatched records (None if there are none)."""
+        """Fix the next batch from unbatched records (None if there are none).
+
+        Everything is read and written inside one write transaction, so two
+        processes sharing a spool (the agent service and `provanchor run`)
+        can never cut overlapping batches.
+        """
         started = time.perf_counter()
-        records = self.spool.unbatched(limit or self.batch_size)
-        if not records:
-            return None
-        size, frontier = self.spool.log_state()
-        if records[0].seq != size:
-            raise ConfigError(f"spool corrupt: next unbatched record is seq {records[0].seq}, log size is {size}")
-        log = merkle.CompactRange.from_state(size, frontier)
-        leaves = [merkle.leaf_hash(r.hash) for r in records]
-        proof = log.consistency_proof_to(leaves) if size else []
-        log.extend(leaves)
-        root = log.root()
-        previous_batch = self.spool.last_batch()
-        batch_id = 1 if previous_batch is None else previous_batch.id + 1
-        previous = None
-        if previous_batch is not None:
-            previous = PreviousCheckpoint(
-                previous_batch.checkpoint_index,
-                previous_batch.size,
-                previous_batch.root,
-                CID.parse(previous_batch.manifest_cid),
-            )
-        manifest = build_manifest(
-            agent=self.agent,
-            chain_id=self.chain_id,
-            contract=self.ledger.address,
-            checkpoint=batch_id - 1,
-            start=size,
-            root=root,
-            records=[CID.for_block(DAG_CBOR, r.data) for r in records],
-            signatures=[r.signature for r in records],
-            previous=previous,
-        )
-        encoded = manifest.encode()
         with self.spool.transaction() as db:
+            records = self.spool.unbatched(limit or self.batch_size)
+            if not records:
+                return None
+            size, frontier = self.spool.log_state()
+            if records[0].seq != size:
+                raise ConfigError(f"spool corrupt: next unbatched record is seq {records[0].seq}, log size {size}")
+            log = merkle.CompactRange.from_state(size, frontier)
+            leaves = [merkle.leaf_hash(r.hash) for r in records]
+            proof = log.consistency_proof_to(leaves) if size else []
+            log.extend(leaves)
+            root = log.root()
+            previous_batch = self.spool.last_batch()
+            batch_id = 1 if previous_batch is None else previous_batch.id + 1
+            previous = None
+            if previous_batch is not None:
+                previous = PreviousCheckpoint(
+                    previous_batch.checkpoint_index,
+                    previous_batch.size,
+                    previous_batch.root,
+                    CID.parse(previous_batch.manifest_cid),
+                )
+            manifest = build_manifest(
+                agent=self.agent,
+                chain_id=self.chain_id,
+                contract=self.ledger.address,
+                checkpoint=batch_id - 1,
+                start=size,
+                root=root,
+                records=[CID.for_block(DAG_CBOR, r.data) for r in records],
+                signatures=[r.signature for r in records],
+                previous=previous,
+            )
             self.spool.insert_batch(
-                db, batch_id, size, log.size, root, proof, manifest.cid.encode(), encoded, time.time_ns(), log.hashes
+                db,
+                batch_id,
+                size,
+                log.size,
+                root,
+                proof,
+                manifest.cid.encode(),
+                manifest.encode(),
+                time.time_ns(),
+                log.hashes,
             )
         batch = self.spool.batch(batch_id)
         assert batch is not None

@@ -56,7 +56,6 @@ class Recorder:
         self.agent = signer.address.lower()
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._closed = False
-        self._next_seq, self._prev = spool.head()
         self._thread = threading.Thread(target=self._commit_loop, name="provanchor-recorder", daemon=True)
         self._thread.start()
 
@@ -127,27 +126,32 @@ class Recorder:
             self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
-        seq, prev = self._next_seq, self._prev
         rows: list[tuple[int, bytes, bytes, bytes, str | None, int, int]] = []
         built: list[tuple[_Pending, Record]] = []
         failed: list[tuple[_Pending, BaseException]] = []
         now = time.time_ns()
         known_in_group: dict[str, KnownContent | None] = {}
-        for pending in group:
-            try:
-                change = self._with_before(pending.change, known_in_group) if pending.fill_before else pending.change
-                record = Record.from_change(change, agent=self.agent, seq=seq, prev=prev)
-                signature = self.signer.sign(record.hash)
-            except Exception as exc:  # a bad change fails its caller only, never the group
-                failed.append((pending, exc))
-                continue
-            _remember(known_in_group, record)
-            location = record.location if isinstance(record.location, str) else None
-            rows.append((seq, record.hash, record.canonical, signature, location, record.time, now))
-            built.append((pending, record))
-            seq, prev = seq + 1, record.hash
         try:
+            # The head is read inside the write transaction: another process recording as the
+            # same agent into the same spool (the service and `provanchor run`) is serialised
+            # by SQLite, and seq stays gap-free and unique.
             with self.spool.transaction() as db:
+                seq, prev = self.spool.head()
+                for pending in group:
+                    try:
+                        change = (
+                            self._with_before(pending.change, known_in_group) if pending.fill_before else pending.change
+                        )
+                        record = Record.from_change(change, agent=self.agent, seq=seq, prev=prev)
+                        signature = self.signer.sign(record.hash)
+                    except Exception as exc:  # a bad change fails its caller only, never the group
+                        failed.append((pending, exc))
+                        continue
+                    _remember(known_in_group, record)
+                    location = record.location if isinstance(record.location, str) else None
+                    rows.append((seq, record.hash, record.canonical, signature, location, record.time, now))
+                    built.append((pending, record))
+                    seq, prev = seq + 1, record.hash
                 self.spool.insert_records(db, rows)
                 for pending, record in built:
                     self._track_location(db, record)
@@ -160,7 +164,6 @@ class Recorder:
                 pending.future.set_exception(error)
             return
         faults.crash_point("after-spool-commit")
-        self._next_seq, self._prev = seq, prev
         for pending, record in built:
             pending.future.set_result(RecordRef(record.seq, record.hash, record_cid(record)))
         for pending, error in failed:

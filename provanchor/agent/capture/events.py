@@ -56,8 +56,11 @@ class RawEvent:
 
     - `path` is absolute with symlinks resolved, and lies under a watched
       directory ("" for OVERFLOW).
-    - `old_path`: for RENAME the previous name. For a CREATE caused by a move
-      into the watched tree, the fanotify backend also gives where it came from.
+    - `old_path`: for RENAME the previous name (a RENAME onto an existing name
+      replaces that file; no DELETE is reported for it). For a CREATE caused by
+      a move into the watched tree, the fanotify backend also gives where it
+      came from. Moves out of the tree are DELETEs, moves in are CREATEs (with
+      CLOSE_WRITE for files, and CREATEs for a moved directory's contents).
     - `pid`/`process` are None when the backend cannot attribute writers
       (inotify) or the writer is outside this PID namespace.
     - `time_ns` is wall-clock time when the event was *read*; the kernel gives

@@ -19,6 +19,12 @@ Why this shape:
   FAN_OPEN would make every writer look like a reader too. ACCESS (data was
   read) and CLOSE_NOWRITE (a read-only open ended, which also covers empty
   files and mmap) report exactly the reads.
+
+The kernel merges an event that has not been read yet with a later one for the
+same file, process and kind of change, so two quick write cycles of one file
+may arrive as a single CREATE/MODIFY/CLOSE_WRITE sequence: the content read
+after a CLOSE_WRITE is always the latest. A watcher is meant to be read by one
+thread.
 """
 
 from __future__ import annotations

@@ -83,10 +83,18 @@ def walk(top: str) -> Iterator[tuple[str, bool]]:
 
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# Kernel pseudo filesystems: no user data to record, and fanotify cannot mark them anyway.
+_PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts", "efivarfs",
+        "fusectl", "hugetlbfs", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs", "securityfs", "sysfs",
+        "tracefs",
+    }
+)  # fmt: skip
 
 
 def mount_points_under(path_filter: PathFilter, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points inside the watched trees: other filesystems that need their own watch."""
+    """Mount points of data filesystems inside the watched trees: each needs its own filesystem mark."""
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().splitlines()
@@ -95,9 +103,11 @@ def mount_points_under(path_filter: PathFilter, mountinfo: str = "/proc/self/mou
     found: list[str] = []
     for line in lines:
         fields = line.split(" ")
-        if len(fields) < 5:
+        try:
+            fstype = fields[fields.index("-") + 1]
+        except (ValueError, IndexError):
             continue
         point = _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), fields[4])
-        if path_filter.contains(point) and point not in found:
+        if fstype not in _PSEUDO_FILESYSTEMS and path_filter.contains(point) and point not in found:
             found.append(point)
     return found

@@ -91,9 +91,10 @@ class _Reader:
 
 def _read_process(pid: int, proc: int) -> ProcessInfo:
     reader = _Reader(proc)
+    # exe and argv live in the process's memory, released first on exit: read them first.
     exe = reader.link("exe")
-    cwd = reader.link("cwd")
     cmdline = reader.text("cmdline")
+    cwd = reader.link("cwd")
     status = reader.text("status")
     cgroup = reader.text("cgroup")
     argv = tuple(os.fsdecode(arg) for arg in cmdline.split(b"\0")[:-1]) if cmdline else ()
