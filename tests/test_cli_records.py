@@ -22,8 +22,14 @@ def run(home: Path, *args: str, password: str | None = PASSWORD) -> subprocess.C
     env.pop("PROVANCHOR_PASSWORD", None)
     if password is not None:
         env["PROVANCHOR_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "provanchor.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=180, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "provanchor.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def ok_json(home: Path, *args: str) -> dict[str, object]:
@@ -65,8 +71,9 @@ def test_init_record_anchor_log(home: Path, tmp_path: Path) -> None:
     assert set(first) >= {"record_id", "seq", "cid"} and first["seq"] == 0
     assert first["record_id"] == first["cid"] and str(first["cid"]).startswith("bafy")
     data.write_text("a,b\n1,2\n3,4\n")
-    second = ok_json(home, "record", "--location", str(data), "--op", "write", "--user", "alice",
-                     "--code-hash", "ab" * 32)
+    second = ok_json(
+        home, "record", "--location", str(data), "--op", "write", "--user", "alice", "--code-hash", "ab" * 32
+    )
     assert second["seq"] == 1
 
     anchored = ok_json(home, "anchor", "--flush")
@@ -92,8 +99,9 @@ def test_bad_input_is_one_line(home: Path, tmp_path: Path) -> None:
     one_line_error(run(other, "anchor", "--flush", password="wrong"), "wrong password")
     one_line_error(run(other, "anchor", "--flush", password=None), "PROVANCHOR_PASSWORD")
     keystore = Path(json.loads(created.stdout)["keystore"])
-    one_line_error(run(other, "record", "--location", "/etc/hostname", "--op", "write", "--code-hash", "xyz"),
-                   "code-hash")
+    one_line_error(
+        run(other, "record", "--location", "/etc/hostname", "--op", "write", "--code-hash", "xyz"), "code-hash"
+    )
     one_line_error(run(other, "record", "--location", "/etc/hostname", "--op", "explode"), "explode")
     one_line_error(run(other, "log", "--agent", "0xnothex"), "address")
     keystore.write_text("{not json")

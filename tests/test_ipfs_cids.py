@@ -50,8 +50,6 @@ def payload(size: int) -> bytes:
     return random.Random(size * 7919 + 1).randbytes(size)
 
 
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The daemon's own RPC client: a private js-ipfs (or Kubo) for this module."""

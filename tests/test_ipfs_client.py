@@ -28,8 +28,6 @@ from provanchor.localnet.tools import LOOPBACK, free_port
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter is no longer needed:FutureWarning")
 
 
-
-
 def rand(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 

@@ -41,9 +41,13 @@ class _Entry:
 
 
 class ProcessTable:
-    def __init__(self, ttl: float = 30.0) -> None:
+    def __init__(self, ttl: float = 30.0, keep_parents: bool = False) -> None:
+        """`keep_parents` keeps every fork link for the table's lifetime (a recorded run needs
+        its whole process tree at the end, however long ago a branch exited)."""
         self.ttl = ttl
+        self.keep_parents = keep_parents
         self._entries: dict[int, _Entry] = {}
+        self._parents: dict[int, int] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._child: subprocess.Popen[bytes] | None = None
@@ -88,14 +92,14 @@ class ProcessTable:
                     return entry.info if entry is not None else None
                 self._changed.wait(remaining)
 
-    def resolve(self, process: ProcessInfo | None, pid: int | None) -> ProcessInfo | None:
+    def resolve(self, process: ProcessInfo | None, pid: int | None, wait: float = 0.005) -> ProcessInfo | None:
         """The best description of an event's writer: live /proc data, else what the table saw."""
         if process is not None and process.exe is not None:
             return process
         wanted = pid if pid is not None else (process.pid if process is not None else None)
         if wanted is None:
             return process
-        known = self.lookup(wanted, wait=0.05)
+        known = self.lookup(wanted, wait=wait)
         if known is None or known.exe is None:
             return process
         return replace(known, reason=None)
@@ -115,6 +119,8 @@ class ProcessTable:
                     if entry is not None:
                         entry.exited_at = time.monotonic()
                 else:
+                    if "ppid" in data:
+                        self._parents[pid] = int(data["ppid"])
                     self.execs_seen += 1
                     self._entries[pid] = _Entry(
                         ProcessInfo(
@@ -133,6 +139,20 @@ class ProcessTable:
             if now - last_cleanup > 5:
                 self._cleanup(now)
                 last_cleanup = now
+
+    def descendants(self, root: int) -> set[int]:
+        """`root` and every process forked from it (as far as the listener saw)."""
+        with self._lock:
+            children: dict[int, list[int]] = {}
+            for child, parent in self._parents.items():
+                children.setdefault(parent, []).append(child)
+        tree, stack = {root}, [root]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    stack.append(child)
+        return tree
 
     def _cleanup(self, now: float) -> None:
         with self._lock:

@@ -90,7 +90,7 @@ def main() -> int:
                         known[parent] = inspect_process(parent)
                     info = replace(known[parent], pid=child)
                     known[child] = info
-                    emit(info)
+                    emit({**asdict(info), "ppid": parent})
             elif what == _PROC_EVENT_EXIT:
                 pid, tgid = _TWO_PIDS.unpack_from(event, body)
                 if pid == tgid and known.pop(tgid, None) is not None:

@@ -92,6 +92,7 @@ class AgentService:
             raise ConfigError(f"agent {self.session.address} was revoked: it can no longer anchor")
 
     def run(self) -> int:
+        self._install_signals()  # a SIGTERM during start-up still ends in a clean stop
         self.check_registered()
         watcher, warning = open_watcher(
             list(self.config.capture.paths),
@@ -119,6 +120,7 @@ class AgentService:
             known=self._known_state(),
             old_content=self._old_content,
             resolve_process=self.processes.resolve if self.processes is not None else None,
+            store_large=self._store_large,
         )
         self.tracker = tracker
         tracker.on_error = lambda event, exc: self.log(f"error: could not record {event.kind} {event.path}: {exc}")
@@ -130,7 +132,7 @@ class AgentService:
         found = tracker.rescan("changes made while the agent was not running")
         if found:
             self.log(f"rescan: recorded {found} change(s) made while the agent was down")
-        self._install_signals()
+        self._write_status()
         last_rescan = time.monotonic()
         last_status = 0.0
         try:
@@ -169,7 +171,7 @@ class AgentService:
             status = self.session.flush(timeout=30)
             if status is not None:
                 self.log(f"flushed: log size {status.size}, checkpoint {status.checkpoint}")
-        except ProvanchorError as exc:
+        except Exception as exc:  # whatever failed, the spool keeps every record for next time
             self.log(f"warning: could not anchor on stop ({exc}); records stay in the spool")
         self._write_status()
         if self.metrics is not None:
@@ -196,6 +198,13 @@ class AgentService:
                 None if sha256 is None else bytes(sha256), size, CID.parse(cid) if cid else None, None
             )
         return known
+
+    def _store_large(self, path: str) -> CID | None:
+        try:
+            return self.session.anchorer.ipfs.add_file(path)
+        except ProvanchorError as exc:
+            self.log(f"warning: could not store {path} on IPFS ({exc}); recording its hash only")
+            return None
 
     def _old_content(self, cid: CID) -> bytes | None:
         with contextlib.suppress(ProvanchorError):

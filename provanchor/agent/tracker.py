@@ -88,6 +88,7 @@ class ChangeTracker:
         known: dict[str, FileState] | None = None,
         old_content: Callable[[CID], bytes | None] | None = None,
         resolve_process: Callable[[ProcessInfo | None, int | None], ProcessInfo | None] | None = None,
+        store_large: Callable[[str], CID | None] | None = None,
     ) -> None:
         self.config = config
         self.host_id = host_id
@@ -101,6 +102,7 @@ class ChangeTracker:
         self._old_content = old_content
         self._read_aliases: dict[str, str] = {}
         self._resolve_process = resolve_process
+        self._store_large = store_large
         self.on_error: Callable[[RawEvent, Exception], None] | None = None
         self._roots = tuple(os.path.join(p, "") for p in config.capture.paths)
 
@@ -398,6 +400,32 @@ class ChangeTracker:
     def _read(self, path: str) -> _Content:
         try:
             st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return _Content(None, None, "vanished")
+        except OSError as exc:
+            self.stats.unreadable += 1
+            return _Content(None, None, f"could not read: {exc.strerror}")
+        if not stat.S_ISREG(st.st_mode):
+            return _Content(None, None, "not a regular file")
+        try:
+            if st.st_size <= self.config.capture.max_content_bytes:
+                data = Path(path).read_bytes()
+                ref = ContentRef(
+                    sha256=hashlib.sha256(data).digest(), size=len(data), cid=CID.parse(cid_for_bytes(data))
+                )
+                return _Content(ref, data, None)
+            digest = _sha256_file(path)
+            size = os.stat(path).st_size
+            # Too large for the spool: stored on IPFS straight away when it can be. A record only
+            # names a CID whose content is stored, so links from records never dangle.
+            cid = self._store_large(path) if self._store_large is not None else None
+            if cid is not None and _sha256_file(path) == digest:
+                return _Content(ContentRef(sha256=digest, size=size, cid=cid), None, None)
+            return _Content(
+                ContentRef(sha256=digest, size=size, cid=None),
+                None,
+                "content larger than capture.max_content_bytes and not stored on IPFS: hashed only",
+            )
         except FileNotFoundError:
             return _Content(None, None, "vanished")
         except OSError as exc:

@@ -94,3 +94,61 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
         emit_json(data)
         return
     emit_pairs([(key, data[key]) for key in sorted(data)])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--name", default=None, help="A name for this run (kept in the run record).")
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Also watch this directory for inputs and outputs (the working directory and the "
+    "directories of path arguments are watched anyway).",
+)
+@click.option("--flush", "flush_now", is_flag=True, help="Anchor the records before returning.")
+@password_file_option
+@json_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    name: str | None,
+    watch: tuple[str, ...],
+    flush_now: bool,
+    password_file: str | None,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND and record it: its code, every input it read and every output it wrote.
+
+    The command's own exit code is passed through.
+    """
+    from provanchor.agent.run import RunRecorder
+    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.pipeline.session import AgentSession
+
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    home = app(ctx).home
+    with AgentSession.open(home, password_file=password_file) as session:
+        result = RunRecorder(session, default_host_id(), watch=watch, name=name).run(argv)
+        status = session.flush() if flush_now else None
+    data = {
+        "run_id": result.run_id,
+        "exit_code": result.exit_code,
+        "inputs": [s.to_json() for s in result.inputs],
+        "outputs": [s.to_json() for s in result.outputs],
+        "duration_s": result.duration_ns / 1e9,
+        "record_id": result.record.record_id if result.record else None,
+        "capture": result.backend,
+        "notes": result.notes,
+        "anchored_size": status.size if status else None,
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        progress_note(
+            f"run {result.run_id}: exit {result.exit_code}, {len(result.inputs)} input(s), "
+            f"{len(result.outputs)} output(s), record {data['record_id']}"
+        )
+    raise SystemExit(result.exit_code)

@@ -14,7 +14,7 @@ import traceback
 import click
 
 from provanchor import __version__
-from provanchor.cli.agent import agent
+from provanchor.cli.agent import agent, run
 from provanchor.cli.context import AppContext
 from provanchor.cli.gov import gov
 from provanchor.cli.node import node
@@ -44,6 +44,7 @@ cli.add_command(agent)
 cli.add_command(record)
 cli.add_command(anchor)
 cli.add_command(log)
+cli.add_command(run)
 
 
 def main(argv: list[str] | None = None) -> None:

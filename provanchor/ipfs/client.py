@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import ipfshttpclient
+import requests
 from ipfshttpclient import exceptions as ipfs_exc
 
 from provanchor.errors import BlockMismatch, BlockNotFound, InvalidCid, IpfsUnavailable, ProvanchorError, UsageError
@@ -66,8 +67,10 @@ class IpfsError(ProvanchorError):
     """The daemon refused or failed an operation (other than a missing block or being unreachable)."""
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: object, limit: int = 300) -> str:
+    """One line, and a short one: daemon errors can quote whole request URLs."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _umask() -> int:
@@ -125,6 +128,9 @@ def api_multiaddr(addr: str) -> str:
     except ValueError:
         family = "dns"
     return f"/{family}/{url.hostname}/tcp/{port}/{url.scheme}"
+
+
+_PIN_CHUNK = 64
 
 
 class IpfsClient:
@@ -186,6 +192,8 @@ class IpfsClient:
             raise IpfsError(f"IPFS daemon refused {what}: {message}") from exc
         except ipfs_exc.Error as exc:  # protocol errors, HTTP status without a message...
             raise IpfsError(f"IPFS daemon at {self.addr} failed {what}: {_one_line(exc)}") from exc
+        except (requests.RequestException, OSError) as exc:  # a connection dropped mid-response
+            raise IpfsUnavailable(f"IPFS daemon at {self.addr} dropped the connection during {what}") from exc
 
     def _reply_cid(self, reply: Any, key: str, what: str) -> CID:
         """The CID in a daemon reply; a malformed reply is the daemon's fault (IpfsError), not the caller's."""
@@ -421,6 +429,23 @@ class IpfsClient:
                 opts=self._daemon_timeout(self.timeout),
                 timeout=self.timeout + _HTTP_SLACK,
             )
+
+    def pin_direct(self, cids: Sequence[CID | str]) -> None:
+        """Pin blocks themselves, not what they link to, in one request.
+
+        A batch pins its record and manifest blocks this way: nothing is walked,
+        so a record linking to content stored elsewhere (or too large to store)
+        can never stall the pin, and the cost does not depend on the DAG.
+        """
+        wanted = [parse_cid(c).encode() for c in cids]
+        for start in range(0, len(wanted), _PIN_CHUNK):  # arguments travel in the URL: keep it short
+            with self._calling("pin add"):
+                self._api.pin.add(
+                    *wanted[start : start + _PIN_CHUNK],
+                    recursive=False,
+                    opts=self._daemon_timeout(self.timeout),
+                    timeout=self.timeout + _HTTP_SLACK,
+                )
 
     def unpin(self, cid: CID | str) -> None:
         """Remove a recursive pin (IpfsError if ``cid`` is not pinned that way)."""

@@ -187,16 +187,16 @@ class Anchorer:
         manifest_cid = CID.parse(batch.manifest_cid)
         blocks.append((manifest_cid, batch.manifest))
         contents = self.spool.pending_contents()
-        content_roots = []
         for cid_text, data in contents:
             cid = CID.parse(cid_text)
             if cid.codec == RAW:  # single-block contents travel in the same CAR
                 blocks.append((cid, data))
-                content_roots.append(cid)
-        ipfs.put_blocks(blocks, pin_roots=[manifest_cid, *content_roots])
-        for cid_text, data in contents:
-            if CID.parse(cid_text).codec != RAW:
+            else:  # multi-block files go first, so nothing the batch links to is ever missing
                 ipfs.add_bytes(data)
+        # One import, then one direct pin of every block of the batch: no DAG walk (js-ipfs's
+        # recursive pin costs as much as the import and stalls on any link it cannot resolve).
+        ipfs.put_blocks(blocks, pin_roots=[])
+        ipfs.pin_direct([cid for cid, _ in blocks])
         faults.crash_point("after-ipfs-write")
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))

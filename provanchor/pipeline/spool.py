@@ -253,6 +253,11 @@ class Spool:
     def put_content(self, db: sqlite3.Connection, cid: str, data: bytes) -> None:
         db.execute("INSERT OR IGNORE INTO contents(cid, data) VALUES (?, ?)", (cid, data))
 
+    def keep_content(self, cid: str, data: bytes) -> None:
+        """Keep content bytes durably until a batch stores them on IPFS."""
+        with self.transaction() as db:
+            self.put_content(db, cid, data)
+
     def pending_contents(self) -> list[tuple[str, bytes]]:
         with self._lock:
             return [(str(c), bytes(d)) for c, d in self._db.execute("SELECT cid, data FROM contents").fetchall()]

@@ -1,0 +1,350 @@
+"""`provanchor run -- CMD`: one recorded computation.
+
+The command runs as a child. While it runs, the same capture machinery as the
+agent (fanotify, with reads) reports every file touched under the watched
+paths, and the process table records every fork, so that at the end the run's
+whole process tree is known and each event can be attributed to it or not.
+Then:
+
+- **inputs** are the files the tree read that it had not written first, each
+  with its hash and content as read (kept for IPFS, so a replay can restore
+  them); the command's own executable and scripts are its code, not inputs;
+- **outputs** are the files it wrote that still exist at the end, with their
+  final hash and content; a file written and then renamed is the output under
+  its final name, and one written then deleted is a temporary, not an output;
+- one write record per output carries the run id, and one `run` record ties
+  the code identity, argv, working directory, a digest of the environment
+  variables that matter, the inputs, the outputs, the exit code and the
+  duration together.
+
+Where fanotify is unavailable, inotify is used: every change under the
+watched paths during the run is then attributed to it, and the run record
+says so.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from provanchor.agent.capture import EventKind, RawEvent, open_watcher
+from provanchor.agent.capture.errors import CaptureUnavailable
+from provanchor.agent.proctable import ProcessTable, ProcessTableUnavailable
+from provanchor.errors import UsageError
+from provanchor.ipfs.cid import CID
+from provanchor.ipfs.unixfs import cid_for_bytes
+from provanchor.pipeline.recorder import RecordRef
+from provanchor.pipeline.session import AgentSession
+from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location, identify_command
+from provanchor.records.codehash import interpreter_family
+
+# Variables that change what a program computes; their values are digested, not stored.
+ENV_THAT_MATTERS = (
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "NODE_PATH",
+    "JAVA_HOME",
+    "R_LIBS",
+)
+DEFAULT_EXCLUDES = ("*/__pycache__/*", "*.pyc", "*/.git/*")
+_MAX_INPUT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileSeen:
+    path: str
+    sha256: bytes
+    size: int
+    cid: CID | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256.hex(),
+            "size": self.size,
+            "cid": self.cid.encode() if self.cid else None,
+        }
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    inputs: list[FileSeen]
+    outputs: list[FileSeen]
+    duration_ns: int
+    record: RecordRef | None = None
+    backend: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Observed:
+    first_kind: EventKind
+    events: list[RawEvent] = field(default_factory=list)
+    read_content: FileSeen | None = None
+    read_bytes: bytes | None = None
+
+
+def env_digest(environ: dict[str, str]) -> tuple[str, list[str]]:
+    names = sorted(name for name in ENV_THAT_MATTERS if name in environ)
+    digest = hashlib.sha256("\n".join(f"{n}={environ[n]}" for n in names).encode()).hexdigest()
+    return digest, names
+
+
+class RunRecorder:
+    def __init__(
+        self,
+        session: AgentSession,
+        host_id: str,
+        watch: Sequence[str] = (),
+        exclude: Sequence[str] = DEFAULT_EXCLUDES,
+        name: str | None = None,
+    ) -> None:
+        self.session = session
+        self.host_id = host_id
+        self.extra_watch = [os.path.realpath(p) for p in watch]
+        self.exclude = tuple(exclude)
+        self.name = name
+        self._contents: dict[str, bytes] = {}
+        self.sub_code: list[FileSeen] = []
+
+    def run(self, argv: Sequence[str], cwd: str | None = None) -> RunResult:
+        if not argv:
+            raise UsageError("nothing to run: give the command after --")
+        cwd = os.path.realpath(cwd or os.getcwd())
+        exe = shutil.which(argv[0], path=os.environ.get("PATH")) if os.sep not in argv[0] else argv[0]
+        if exe is None or not os.path.exists(os.path.join(cwd, exe)):
+            raise UsageError(f"command not found: {argv[0]}")
+        roots = self._roots(argv, cwd)
+        code = identify_command(exe, list(argv), cwd)
+        code_files = {f.path for f in ([code.exe] if code.exe else []) + list(code.scripts)}
+        notes: list[str] = []
+        table = ProcessTable(keep_parents=True)
+        try:
+            table.start()
+        except ProcessTableUnavailable as exc:
+            table = None  # type: ignore[assignment]
+            notes.append(f"no process table ({exc}): only the command's own pid identifies it")
+        try:
+            watcher, warning = open_watcher(roots, backend="auto", exclude_pids=(os.getpid(),), want_reads=True)
+        except CaptureUnavailable:
+            if table is not None:
+                table.close()
+            raise
+        if warning:
+            notes.append(warning)
+        observed: dict[str, _Observed] = {}
+        started_ns = time.time_ns()
+        try:
+            child = subprocess.Popen(list(argv), cwd=cwd)
+            while child.poll() is None:
+                self._collect(watcher.read(0.05), observed, code_files)
+            for _ in range(3):  # the last events of a fast command arrive after it exits
+                self._collect(watcher.read(0.1), observed, code_files)
+            exit_code = child.returncode
+        finally:
+            watcher.close()
+        duration = time.time_ns() - started_ns
+        tree = table.descendants(child.pid) if table is not None else {child.pid}
+        if table is not None:
+            for entry in observed.values():  # writers that exited before /proc could be read
+                entry.events = [replace(e, process=table.resolve(e.process, e.pid, wait=0)) for e in entry.events]
+            table.close()
+        attributed = watcher.attributed
+        inputs, outputs, writers = self._classify(observed, tree, attributed)
+        result = RunResult(uuid.uuid4().hex, exit_code, inputs, outputs, duration, backend=watcher.backend, notes=notes)
+        result.record = self._record(result, argv, cwd, code, started_ns, writers, observed, attributed)
+        return result
+
+    # ------------------------------------------------------------ capture
+
+    def _roots(self, argv: Sequence[str], cwd: str) -> list[str]:
+        roots = {cwd, *self.extra_watch}
+        for arg in argv[1:]:
+            candidate = os.path.realpath(os.path.join(cwd, arg)) if arg and not arg.startswith("-") else None
+            if candidate and os.path.exists(os.path.dirname(candidate)) and candidate != "/":
+                roots.add(candidate if os.path.isdir(candidate) else os.path.dirname(candidate))
+        return sorted(r for r in roots if os.path.isdir(r))
+
+    def _collect(self, events: list[RawEvent], observed: dict[str, _Observed], code_files: set[str]) -> None:
+        import fnmatch
+
+        for event in events:
+            if event.is_dir or event.kind == EventKind.OVERFLOW:
+                continue
+            if any(fnmatch.fnmatchcase(event.path, p) for p in self.exclude) or event.path in code_files:
+                continue
+            entry = observed.get(event.path)
+            if entry is None:
+                entry = observed[event.path] = _Observed(event.kind)
+            entry.events.append(event)
+            if (
+                event.kind == EventKind.OPEN_READ
+                and entry.read_content is None
+                and entry.first_kind == EventKind.OPEN_READ
+            ):
+                entry.read_content, entry.read_bytes = _snapshot(event.path)
+            if event.kind == EventKind.RENAME and event.old_path is not None:
+                # The content moves with the name: follow it.
+                old = observed.pop(event.old_path, None)
+                if old is not None:
+                    old.events.extend(entry.events)
+                    observed[event.path] = old
+
+    def _classify(
+        self, observed: dict[str, _Observed], tree: set[int], attributed: bool
+    ) -> tuple[list[FileSeen], list[FileSeen], dict[str, RawEvent]]:
+        inputs: list[FileSeen] = []
+        outputs: list[FileSeen] = []
+        writers: dict[str, RawEvent] = {}
+        for path, entry in sorted(observed.items()):
+            mine = [e for e in entry.events if not attributed or e.pid in tree]
+            if not mine:
+                continue
+            wrote = [
+                e
+                for e in mine
+                if e.kind in (EventKind.CREATE, EventKind.MODIFY, EventKind.CLOSE_WRITE, EventKind.RENAME)
+            ]
+            read_first = mine[0].kind == EventKind.OPEN_READ
+            if read_first and entry.read_content is not None and any(_is_script_of(e) for e in mine):
+                self.sub_code.append(entry.read_content)  # a sub-step's script: code, not data
+            elif read_first and entry.read_content is not None:
+                inputs.append(entry.read_content)
+                self._keep(entry.read_content, entry.read_bytes)
+            if wrote and os.path.isfile(path):
+                seen, data = _snapshot(path)
+                if seen is not None:
+                    outputs.append(seen)
+                    writers[path] = wrote[-1]
+                    self._keep(seen, data)
+        return inputs, outputs, writers
+
+    def _keep(self, seen: FileSeen, data: bytes | None) -> None:
+        if data is not None and seen.cid is not None:
+            self._contents[seen.cid.encode()] = data
+
+    # ------------------------------------------------------------ records
+
+    def _record(
+        self,
+        result: RunResult,
+        argv: Sequence[str],
+        cwd: str,
+        code: object,
+        started_ns: int,
+        writers: dict[str, RawEvent],
+        observed: dict[str, _Observed],
+        attributed: bool,
+    ) -> RecordRef:
+        from provanchor.records import CodeIdentity
+
+        assert isinstance(code, CodeIdentity)
+        user = getpass.getuser()
+        backend = CaptureBackend.RUN
+        note = None if attributed else "inotify: every change under the watched paths during the run is counted"
+        contents = self._contents
+        for seen in result.outputs:
+            event = writers[seen.path]
+            created = observed[seen.path].first_kind == EventKind.CREATE
+            change = Change(
+                time=event.time_ns,
+                host=self.host_id,
+                location=file_location(self.host_id, seen.path),
+                op=Op.CREATE if created else Op.WRITE,
+                capture=Capture(backend=backend, attributed=True, reason=note),
+                user=user,
+                uid=os.getuid(),
+                after=ContentRef(sha256=seen.sha256, size=seen.size, cid=seen.cid),
+                code=code,
+                pid=event.pid,
+                run=result.run_id,
+                mode=os.stat(seen.path).st_mode if created else None,
+            )
+            self.session.record(change, contents.get(seen.cid.encode()) if seen.cid else None)
+        digest, names = env_digest(dict(os.environ))
+        for seen in result.inputs:
+            data = contents.get(seen.cid.encode()) if seen.cid else None
+            if data is not None and seen.cid is not None:  # kept so a replay can restore the input exactly
+                self.session.spool.keep_content(seen.cid.encode(), data)
+        payload: dict[str, object] = {
+            "run_id": result.run_id,
+            "name": self.name,
+            "argv": list(argv),
+            "cwd": cwd,
+            "env": {"sha256": digest, "names": names},
+            "inputs": [_wire(s, self.host_id) for s in result.inputs],
+            "outputs": [_wire(s, self.host_id) for s in result.outputs],
+            "code_files": [_wire(s, self.host_id) for s in self.sub_code],
+            "exit_code": result.exit_code,
+            "started_ns": started_ns,
+            "duration_ns": result.duration_ns,
+            "capture": result.backend,
+        }
+        run_change = Change(
+            time=started_ns,
+            host=self.host_id,
+            location=f"run://{self.host_id}/{result.run_id}",
+            op=Op.RUN,
+            capture=Capture(backend=backend, attributed=True, reason=note),
+            user=user,
+            uid=os.getuid(),
+            code=code,
+            pid=None,
+            run=result.run_id,
+            payload=payload,
+        )
+        return self.session.record(run_change)
+
+
+def _is_script_of(event: RawEvent) -> bool:
+    """Whether the reading process is an interpreter running this file as its script."""
+    process = event.process
+    if process is None or process.exe is None or interpreter_family(process.exe) is None:
+        return False
+    cwd = process.cwd or "/"
+    for arg in process.argv[1:]:
+        if arg.startswith("-"):
+            continue
+        return os.path.realpath(os.path.join(cwd, arg)) == event.path
+    return False
+
+
+def _wire(seen: FileSeen, host_id: str) -> dict[str, object]:
+    return {"location": file_location(host_id, seen.path), "sha256": seen.sha256, "size": seen.size, "cid": seen.cid}
+
+
+def _snapshot(path: str) -> tuple[FileSeen | None, bytes | None]:
+    try:
+        size = os.path.getsize(path)
+        if size > _MAX_INPUT_BYTES:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            return FileSeen(path, digest.digest(), size, None), None
+        data = Path(path).read_bytes()
+    except OSError:
+        return None, None
+    return FileSeen(path, hashlib.sha256(data).digest(), len(data), CID.parse(cid_for_bytes(data))), data
