@@ -36,7 +36,10 @@ compile: setup
 	scripts/compile
 
 bench: setup
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/anchor.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/agent_overhead.py
 
 clean:
 	-PROVANCHOR_HOME=$(DEMO_HOME) $(VENV)/bin/provanchor node down

@@ -10,6 +10,7 @@ through the config.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -182,7 +183,7 @@ def test_real_programs_produce_the_expected_records(net_home: Home, tmp_path: Pa
     shell = find(Op.CREATE, "sh.txt")
     # seq is gap-free and prev links chain the records.
     assert [r.seq for r in records] == list(range(len(records)))
-    assert all(b.prev == a.hash for a, b in zip(records, records[1:], strict=False))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(records))
 
     if backend == "inotify":
         for record in records:
@@ -401,3 +402,32 @@ def test_systemd_unit_is_valid(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
     problems = [line for line in done.stderr.splitlines() if "provanchor-agent.service" in line]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_mmap_writes_and_files_gone_before_they_are_read(net_home: Home, tmp_path: Path) -> None:
+    agent = Agent(net_home, tmp_path, "mmap", "fanotify")
+    agent.start()
+    target = agent.data / "mapped.bin"
+    target.write_bytes(b"\0" * 4096)
+    time.sleep(1.0)
+    # Write through a shared mapping after the descriptor is closed: no close-after-write follows.
+    writer = (
+        "import mmap, sys, time\nf = open(sys.argv[1], 'r+b')\nm = mmap.mmap(f.fileno(), 4096)\nf.close()\n"
+        "m[:5] = b'MMAP!'\nm.flush()\ntime.sleep(2.0)\nm.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(target)], check=True)
+    # Created and deleted at once: the agent cannot read it, and must say so.
+    sh("for i in 1 2 3 4 5; do echo gone > ephemeral$i.txt; rm ephemeral$i.txt; done", agent.data)
+    time.sleep(1.5)
+    agent.stop()
+    records = agent.records()
+    mapped = [r for r in records if path_of(r) == str(target) and r.op == Op.WRITE]
+    assert mapped, [(r.op, path_of(r)) for r in records]
+    assert mapped[-1].after is not None and mapped[-1].after.sha256 == sha(b"MMAP!" + b"\0" * 4091)
+    for i in range(1, 6):
+        mine = [r for r in records if path_of(r) == str(agent.data / f"ephemeral{i}.txt")]
+        assert mine and mine[-1].op == Op.DELETE, [(r.op, path_of(r)) for r in records]
+        created = [r for r in mine if r.op == Op.CREATE]
+        assert created  # never silently dropped
+        if created[0].after is None:
+            assert created[0].capture.reason and "deleted before" in created[0].capture.reason

@@ -10,6 +10,7 @@ hashed again and never served from a stale entry.
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 
 from provanchor.agent.capture import ProcessInfo
@@ -20,12 +21,25 @@ _MAX_ENTRIES = 4096
 Signature = tuple[int, int, int] | None
 
 
+_SIGNATURE_TTL = 0.5
+_signatures: dict[str, tuple[float, Signature]] = {}
+
+
 def _signature(path: str) -> Signature:
+    """stat signature, remembered for half a second: a burst of events by one program stats once."""
+    now = time.monotonic()
+    cached = _signatures.get(path)
+    if cached is not None and now - cached[0] < _SIGNATURE_TTL:
+        return cached[1]
     try:
         st = os.stat(path)
+        value: Signature = (st.st_ino, st.st_size, st.st_mtime_ns)
     except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+        value = None
+    if len(_signatures) > 8192:
+        _signatures.clear()
+    _signatures[path] = (now, value)
+    return value
 
 
 class CodeIdentityCache:

@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from provanchor.home import Home
 from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
 from provanchor.ipfs.cid import CID
 from provanchor.network import load_network
-from provanchor.pipeline.recorder import default_host_id
+from provanchor.pipeline.recorder import RecordRef, default_host_id
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Change, parse_file_location
 
@@ -66,6 +68,7 @@ class AgentService:
         )
         self.host_id = config.host_id or default_host_id()
         self.metrics: MetricsServer | None = None
+        self._pending: deque[Future[RecordRef]] = deque()
 
     def _identity(self) -> AgentIdentity:
         if self.config.keystore is None:
@@ -139,6 +142,7 @@ class AgentService:
             while not self._stop.is_set():
                 tracker.handle_batch(watcher.read(0.2))
                 tracker.sweep()
+                self._reap()
                 now = time.monotonic()
                 if watcher.backend == "inotify" and now - last_rescan >= self.config.capture.rescan_interval:
                     tracker.rescan("periodic rescan (inotify can miss changes)")
@@ -150,6 +154,7 @@ class AgentService:
             self.state.stopping = True
             tracker.handle_batch(watcher.read(0.05))
             tracker.sweep(time.time_ns() + 10**12)  # record whatever is still pending
+            self._reap(wait=True)
             watcher.close()
             if self.processes is not None:
                 self.processes.close()
@@ -181,8 +186,16 @@ class AgentService:
     # ------------------------------------------------------------ plumbing
 
     def _submit(self, change: Change, content: bytes | None) -> None:
-        # Durable before the next event is handled: the spool is the durability point.
-        self.session.recorder.record(change, content, fill_before=False)
+        # Queued for the recorder, which commits whole groups per fsync: a burst of changes
+        # costs one fsync per group, not per record. Failures are reported as they complete.
+        self._pending.append(self.session.recorder.submit(change, content, fill_before=False))
+
+    def _reap(self, wait: bool = False) -> None:
+        while self._pending and (wait or self._pending[0].done()):
+            future = self._pending.popleft()
+            error = future.exception()
+            if error is not None:
+                self.log(f"error: a change could not be recorded: {error}")
 
     def _known_state(self) -> dict[str, FileState]:
         known: dict[str, FileState] = {}

@@ -38,8 +38,8 @@ from pathlib import Path
 from provanchor.agent.capture import EventKind, ProcessInfo, RawEvent
 from provanchor.agent.codeid import CodeIdentityCache
 from provanchor.agent.config import AgentConfig
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes, cid_for_file
+from provanchor.ipfs.cid import CID, RAW
+from provanchor.ipfs.unixfs import CHUNK_SIZE, cid_for_bytes
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 
 Submit = Callable[[Change, bytes | None], None]
@@ -76,6 +76,7 @@ class _Content:
     ref: ContentRef | None
     data: bytes | None
     reason: str | None
+    mode: int | None = None
 
 
 class ChangeTracker:
@@ -116,14 +117,18 @@ class ChangeTracker:
         later in the batch reads the content where it now lives, so the create
         record carries it and the rename that follows keeps it.
         """
+        renames: dict[str, list[tuple[int, str]]] = {}
         for i, event in enumerate(events):
-            if event.kind == EventKind.CLOSE_WRITE and not event.is_dir:
-                final = event.path
-                for later in events[i + 1 :]:
-                    if later.kind == EventKind.RENAME and later.old_path == final and not later.is_dir:
-                        final = later.path
-                    elif later.kind in (EventKind.CLOSE_WRITE, EventKind.MODIFY) and later.path == final:
-                        break  # rewritten after the move: that later event records it
+            if event.kind == EventKind.RENAME and event.old_path is not None and not event.is_dir:
+                renames.setdefault(event.old_path, []).append((i, event.path))
+        for i, event in enumerate(events):
+            if renames and event.kind == EventKind.CLOSE_WRITE and not event.is_dir:
+                final, position = event.path, i
+                while True:  # follow the names this file took later in the batch
+                    later = next(((j, new) for j, new in renames.get(final, ()) if j > position), None)
+                    if later is None:
+                        break
+                    position, final = later
                 if final != event.path:
                     self._read_aliases[event.path] = final
             try:
@@ -237,7 +242,7 @@ class ChangeTracker:
             return  # closed after writing the same bytes: nothing changed
         op = Op.CREATE if known is None else self._write_or_truncate(known, content)
         note = "modified without a close (mmap or still open); read after it settled" if settled else None
-        mode = _mode(path) if op == Op.CREATE else None
+        mode = content.mode if op == Op.CREATE else None
         self._emit(path, op, event, content, self._capture(event, extra=note), mode=mode)
 
     def _record_delete(self, event: RawEvent) -> None:
@@ -410,42 +415,22 @@ class ChangeTracker:
         try:
             if st.st_size <= self.config.capture.max_content_bytes:
                 data = Path(path).read_bytes()
-                ref = ContentRef(
-                    sha256=hashlib.sha256(data).digest(), size=len(data), cid=CID.parse(cid_for_bytes(data))
-                )
-                return _Content(ref, data, None)
+                digest = hashlib.sha256(data).digest()
+                # One chunk: the CIDv1 (raw leaves) is the raw CID of the bytes, the same digest.
+                cid = CID(1, RAW, digest) if len(data) <= CHUNK_SIZE else CID.parse(cid_for_bytes(data))
+                return _Content(ContentRef(sha256=digest, size=len(data), cid=cid), data, None, st.st_mode)
             digest = _sha256_file(path)
             size = os.stat(path).st_size
             # Too large for the spool: stored on IPFS straight away when it can be. A record only
             # names a CID whose content is stored, so links from records never dangle.
-            cid = self._store_large(path) if self._store_large is not None else None
-            if cid is not None and _sha256_file(path) == digest:
-                return _Content(ContentRef(sha256=digest, size=size, cid=cid), None, None)
+            stored = self._store_large(path) if self._store_large is not None else None
+            if stored is not None and _sha256_file(path) == digest:
+                return _Content(ContentRef(sha256=digest, size=size, cid=stored), None, None, st.st_mode)
             return _Content(
                 ContentRef(sha256=digest, size=size, cid=None),
                 None,
                 "content larger than capture.max_content_bytes and not stored on IPFS: hashed only",
-            )
-        except FileNotFoundError:
-            return _Content(None, None, "vanished")
-        except OSError as exc:
-            self.stats.unreadable += 1
-            return _Content(None, None, f"could not read: {exc.strerror}")
-        if not stat.S_ISREG(st.st_mode):
-            return _Content(None, None, "not a regular file")
-        try:
-            if st.st_size <= self.config.capture.max_content_bytes:
-                data = Path(path).read_bytes()
-                ref = ContentRef(
-                    sha256=hashlib.sha256(data).digest(), size=len(data), cid=CID.parse(cid_for_bytes(data))
-                )
-                return _Content(ref, data, None)
-            digest = _sha256_file(path)
-            size = os.stat(path).st_size
-            return _Content(
-                ContentRef(sha256=digest, size=size, cid=CID.parse(cid_for_file(path))),
-                None,
-                "content larger than capture.max_content_bytes: hashed, not stored",
+                st.st_mode,
             )
         except FileNotFoundError:
             return _Content(None, None, "vanished")
