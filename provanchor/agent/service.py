@@ -152,7 +152,12 @@ class AgentService:
                     last_status = now
         finally:
             self.state.stopping = True
-            tracker.handle_batch(watcher.read(0.05))
+            # Drain what the kernel still holds: a change made just before SIGTERM is recorded too.
+            for _ in range(1000):
+                events = watcher.read(0.1)
+                if not events:
+                    break
+                tracker.handle_batch(events)
             tracker.sweep(time.time_ns() + 10**12)  # record whatever is still pending
             self._reap(wait=True)
             watcher.close()

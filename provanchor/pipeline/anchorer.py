@@ -53,6 +53,11 @@ class AnchorStatus:
     anchored_batches: int
 
 
+def _gas_limit(batch: Batch) -> int:
+    """A safe upper bound without estimating (estimates need the previous anchor mined)."""
+    return _GAS_BASE + _GAS_PER_PROOF_HASH * len(batch.proof)
+
+
 class Anchorer:
     """Cuts, stores and anchors the batches of one agent's spool."""
 
@@ -207,16 +212,9 @@ class Anchorer:
     def send(self, batch: Batch, preflight: bool) -> str:
         """Sign, persist, then broadcast the anchor transaction; returns its hash."""
         started = time.perf_counter()
-        data = self.ledger.encode(
-            "anchor",
-            batch.checkpoint_index,
-            batch.size,
-            batch.root,
-            CID.parse(batch.manifest_cid).to_bytes(),
-            batch.proof,
-        )
+        data = self._call_data(batch)
         transactor = self.ledger.transactor
-        gas = None if preflight else _GAS_BASE + _GAS_PER_PROOF_HASH * len(batch.proof)
+        gas = None if preflight else _gas_limit(batch)
         signed = transactor.sign(self.ledger.address, data, gas=gas)
         self.spool.mark_sent(batch.id, signed.tx_hash, signed.raw)
         in_flight = transactor.broadcast(signed)
@@ -349,7 +347,16 @@ class Anchorer:
         from provanchor.chain.transactor import SignedTx
 
         assert batch.tx_hash is not None and batch.raw_tx is not None
-        data = self.ledger.encode(
+        saved = SignedTx(
+            batch.tx_hash, batch.raw_tx, -1, self.ledger.address, self._call_data(batch), _gas_limit(batch)
+        )
+        in_flight = self.ledger.transactor.broadcast(saved)
+        if in_flight.tx_hash != batch.tx_hash:
+            self.spool.mark_sent(batch.id, in_flight.tx_hash, in_flight.raw)
+
+    def _call_data(self, batch: Batch) -> str:
+        """The `anchor` call for a batch: always rebuilt from the spool, so retries are identical."""
+        return self.ledger.encode(
             "anchor",
             batch.checkpoint_index,
             batch.size,
@@ -357,11 +364,6 @@ class Anchorer:
             CID.parse(batch.manifest_cid).to_bytes(),
             batch.proof,
         )
-        gas = _GAS_BASE + _GAS_PER_PROOF_HASH * len(batch.proof)
-        saved = SignedTx(batch.tx_hash, batch.raw_tx, -1, self.ledger.address, data, gas)
-        in_flight = self.ledger.transactor.broadcast(saved)
-        if in_flight.tx_hash != batch.tx_hash:
-            self.spool.mark_sent(batch.id, in_flight.tx_hash, in_flight.raw)
 
     def _unsend(self, batch: Batch) -> None:
         """The transaction reverted: the batch goes back to `stored` to be sent again later."""

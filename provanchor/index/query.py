@@ -1,0 +1,338 @@
+"""Finding records in the index: who changed what, where, when, with which code.
+
+A :class:`QueryFilter` is validated when built, so every user mistake (a bad
+address, an unknown op, a reversed time window) surfaces as one clear
+`UsageError` before any SQL runs. :func:`run_query` turns it into a single
+``SELECT`` whose every condition is served by an index of the store.
+
+Locations. Records name files by URI (``file://HOST/PATH``). Users mostly type
+paths, and often do not know (or care) which host id an agent used, so a
+location may be given either way:
+
+* a URI (anything containing ``://``) matches the ``location`` column exactly;
+* an absolute path matches the ``path`` column, the path part of every
+  ``file://`` location whatever its host (indexed like ``location``).
+
+:func:`location_arg` makes one of these from command-line text.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from provanchor.errors import RecordError, UsageError
+from provanchor.index.store import IndexStore, location_path, record_id
+from provanchor.index.timeparse import format_time
+from provanchor.ipfs.cid import CID
+from provanchor.records import Op, file_location
+from provanchor.records.model import normalize_address
+
+__all__ = [
+    "BadAgent",
+    "BadCodeHash",
+    "BadLimit",
+    "BadLocation",
+    "BadOp",
+    "BadTimeRange",
+    "QueryFilter",
+    "QueryRow",
+    "encoded_path",
+    "location_arg",
+    "parse_agent",
+    "parse_code_hash",
+    "parse_op",
+    "query_plan",
+    "run_query",
+]
+
+_INT64_MAX = (1 << 63) - 1
+_OPS = tuple(op.value for op in Op)
+
+
+class BadCodeHash(UsageError):
+    """A code hash that is not 32 bytes of hex."""
+
+
+class BadAgent(UsageError):
+    """An agent that is not a 20-byte hex address (or fails its EIP-55 checksum)."""
+
+
+class BadOp(UsageError):
+    """An op that records never carry."""
+
+
+class BadTimeRange(UsageError):
+    """A time window that ends before it starts."""
+
+
+class BadLocation(UsageError):
+    """A location that is neither a URI nor an absolute, normalized path."""
+
+
+class BadLimit(UsageError):
+    """A result limit below 1."""
+
+
+# ------------------------------------------------------------------ argument helpers
+
+
+def parse_code_hash(text: str) -> bytes:
+    """32 bytes from 64 hex digits, with or without ``0x`` (as `sha256sum` prints or the JSON shows)."""
+    digits = text.strip()
+    digits = digits[2:] if digits[:2].lower() == "0x" else digits
+    if len(digits) != 64:
+        raise BadCodeHash(f"a code hash is 64 hex digits (a sha256), got {text!r:.80}")
+    try:
+        return bytes.fromhex(digits)
+    except ValueError:
+        raise BadCodeHash(f"a code hash is 64 hex digits (a sha256), got {text!r:.80}") from None
+
+
+def parse_agent(text: str) -> str:
+    """The lower-case address records use; mixed case must be a valid EIP-55 checksum."""
+    try:
+        return normalize_address(text.strip() if isinstance(text, str) else text)
+    except RecordError:
+        raise BadAgent(
+            f"not an agent address (0x and 40 hex digits, valid checksum if mixed case): {text!r:.80}"
+        ) from None
+
+
+def parse_op(text: str) -> Op:
+    try:
+        return Op(text.strip().lower() if isinstance(text, str) else text)
+    except ValueError:
+        raise BadOp(f"unknown op {text!r:.40}: use one of {', '.join(_OPS)}") from None
+
+
+def location_arg(text: str, host: str | None) -> str:
+    """Command-line text to a location filter: a URI as is, else an absolute path.
+
+    With ``host`` the path becomes that host's ``file://`` URI (as agents write
+    it); without, the absolute path is returned and matches the file on any
+    host. Relative paths are made absolute against the current directory but
+    symlinks are not resolved: the file may live on another machine, and agents
+    record real paths, so pass a real path when it matters.
+    """
+    if "://" in text:
+        return text
+    path = os.path.abspath(text)
+    if path.startswith("//"):  # POSIX keeps a leading '//'; records never have one
+        path = "/" + path.lstrip("/")
+    if host is None:
+        encoded_path(path)  # validate now, with the user's text in the message
+        return path
+    try:
+        return file_location(host, path)
+    except RecordError as exc:
+        raise BadLocation(f"not a usable location {text!r:.80}: {exc}") from None
+
+
+def encoded_path(path: str) -> str:
+    """A plain absolute path percent-encoded exactly as in ``file://`` locations."""
+    try:
+        encoded = location_path(file_location("h", path))
+    except RecordError as exc:
+        raise BadLocation(f"not a usable path {path!r:.80}: {exc}") from None
+    assert encoded is not None
+    return encoded
+
+
+# ------------------------------------------------------------------ the filter
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    """Conditions on records; all given conditions must hold. Validated and normalized on construction.
+
+    ``location`` and ``under`` take a URI or an absolute path (see the module
+    docstring). ``under`` selects a directory and everything below it, never
+    its siblings: ``/data/a`` matches ``/data/a`` and ``/data/a/x``, not
+    ``/data/ab/x``. ``since_ns`` and ``until_ns`` are inclusive bounds.
+    ``agent`` and ``op`` accept text and are normalized.
+    """
+
+    user: str | None = None
+    location: str | None = None
+    under: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    code_hash: bytes | None = None
+    agent: str | None = None
+    op: Op | str | None = None
+    run_id: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.agent is not None:
+            object.__setattr__(self, "agent", parse_agent(self.agent))
+        if self.op is not None:
+            object.__setattr__(self, "op", parse_op(self.op))
+        if self.code_hash is not None and (not isinstance(self.code_hash, bytes) or len(self.code_hash) != 32):
+            raise BadCodeHash(f"a code hash is 32 bytes, got {self.code_hash!r:.80}")
+        if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
+            raise BadTimeRange(
+                f"the time window ends before it starts: since {format_time(self.since_ns)} "
+                f"> until {format_time(self.until_ns)}"
+            )
+        for name in ("since_ns", "until_ns"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise BadTimeRange(f"{name.removesuffix('_ns')} is before 1970: {value}")
+        if self.limit is not None and self.limit < 1:
+            raise BadLimit(f"the limit must be at least 1, got {self.limit}")
+        if self.under is not None and "://" not in self.under and len(self.under) > 1:
+            object.__setattr__(self, "under", self.under.rstrip("/") or "/")  # a directory may end with '/'
+        for name in ("location", "under"):
+            value = getattr(self, name)
+            if value is not None and "://" not in value:
+                if not value.startswith("/"):
+                    raise BadLocation(f"{name} must be a URI or an absolute path, got {value!r:.80}")
+                encoded_path(value)
+
+    def where(self) -> tuple[str, list[object]]:
+        """The SQL condition and its parameters (``1`` when there is no condition)."""
+        clauses: list[str] = []
+        params: list[object] = []
+
+        def add(clause: str, *values: object) -> None:
+            clauses.append(clause)
+            params.extend(values)
+
+        for column, value in (("user", self.user), ("agent", self.agent), ("run_id", self.run_id)):
+            if value is not None:
+                add(f"{column} = ?", value)
+        if self.op is not None:
+            add("op = ?", Op(self.op).value)
+        if self.code_hash is not None:
+            add("code_hash = ?", self.code_hash)
+        if self.location is not None:
+            column, value = _column_and_value(self.location)
+            add(f"{column} = ?", value)
+        if self.under is not None:
+            column, prefix = _column_and_value(self.under)
+            base = prefix.rstrip("/")
+            # The exact rule is `col = P OR (col >= P/ AND col < P0)` ('0' follows '/'), which keeps
+            # /data/ab out of /data/a. The enclosing range [P, P0) holds all of it and is what the
+            # planner uses as a single index range; the OR then drops /data/a.csv-like siblings.
+            add(
+                f"{column} >= ? AND {column} < ? AND ({column} = ? OR {column} >= ?)",
+                prefix,
+                base + "0",
+                prefix,
+                base + "/",
+            )
+        if self.since_ns is not None:
+            add("time >= ?", min(self.since_ns, _INT64_MAX))
+        if self.until_ns is not None:
+            add("time <= ?", min(self.until_ns, _INT64_MAX))
+        return (" AND ".join(clauses) or "1"), params
+
+
+def _column_and_value(location: str) -> tuple[str, str]:
+    if "://" in location:
+        return "location", location
+    return "path", encoded_path(location)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    """One matching record, with the checkpoint that anchors it.
+
+    ``user`` and ``location`` are None when the record hides them behind a
+    commitment (or has no user).
+    """
+
+    record_id: str
+    agent: str
+    seq: int
+    time: int
+    user: str | None
+    location: str | None
+    op: str
+    before_sha256: bytes | None
+    after_sha256: bytes | None
+    after_cid: str | None
+    code_hash: bytes | None
+    run_id: str | None
+    checkpoint: int
+    checkpoint_size: int
+    tx: bytes
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready: content and code hashes as plain hex (as `sha256sum` prints), ``tx`` as 0x-hex."""
+        return {
+            "record_id": self.record_id,
+            "agent": self.agent,
+            "seq": self.seq,
+            "time": format_time(self.time),
+            "time_ns": self.time,
+            "user": self.user,
+            "location": self.location,
+            "op": self.op,
+            "before_sha256": _hex(self.before_sha256),
+            "after_sha256": _hex(self.after_sha256),
+            "after_cid": self.after_cid,
+            "code_hash": _hex(self.code_hash),
+            "run_id": self.run_id,
+            "checkpoint": self.checkpoint,
+            "checkpoint_size": self.checkpoint_size,
+            "tx": "0x" + self.tx.hex(),
+        }
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+_COLUMNS = (
+    "record_hash, agent, seq, time, user, location, op, before_sha256, after_sha256, after_cid, code_hash,"
+    " run_id, checkpoint, checkpoint_size, tx"
+)
+
+
+def _sql(query: QueryFilter) -> tuple[str, list[object]]:
+    where, params = query.where()
+    sql = f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY time, agent, seq"
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    return sql, params
+
+
+def run_query(store: IndexStore, query: QueryFilter) -> list[QueryRow]:
+    """Matching records ordered by time, then agent, then seq (at most ``limit`` of them)."""
+    sql, params = _sql(query)
+    return [_row(values) for values in store.read(sql, params)]
+
+
+def query_plan(store: IndexStore, query: QueryFilter) -> list[str]:
+    """SQLite's plan for a query (``EXPLAIN QUERY PLAN`` details), to check it is index-driven."""
+    sql, params = _sql(query)
+    return [str(row[3]) for row in store.read("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+def _row(values: tuple[Any, ...]) -> QueryRow:
+    (digest, agent, seq, time, user, location, op, before, after, cid, code_hash, run_id, checkpoint, size, tx) = values
+    return QueryRow(
+        record_id=record_id(digest),
+        agent=agent,
+        seq=seq,
+        time=time,
+        user=user,
+        location=location,
+        op=op,
+        before_sha256=before,
+        after_sha256=after,
+        after_cid=None if cid is None else CID.from_bytes(cid).encode(),
+        code_hash=code_hash,
+        run_id=run_id,
+        checkpoint=checkpoint,
+        checkpoint_size=size,
+        tx=tx,
+    )
