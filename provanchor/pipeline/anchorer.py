@@ -34,7 +34,7 @@ from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import ChainUnavailable, ConfigError, ContractError, IpfsUnavailable, ProvanchorError
 from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
-from provanchor.ipfs.client import IpfsClient
+from provanchor.ipfs.client import IpfsClient, IpfsError
 from provanchor.pipeline import faults
 from provanchor.pipeline.manifest import PreviousCheckpoint, build_manifest
 from provanchor.pipeline.spool import Batch, Spool
@@ -198,10 +198,16 @@ class Anchorer:
                 blocks.append((cid, data))
             else:  # multi-block files go first, so nothing the batch links to is ever missing
                 ipfs.add_bytes(data)
-        # One import, then one direct pin of every block of the batch: no DAG walk (js-ipfs's
-        # recursive pin costs as much as the import and stalls on any link it cannot resolve).
-        ipfs.put_blocks(blocks, pin_roots=[])
-        ipfs.pin_direct([cid for cid, _ in blocks])
+        # One import that pins the manifest recursively: every block it links to is in this CAR or
+        # already stored (a record only names content that is stored), so the walk stays inside
+        # the batch. Should a link ever be missing, the walk would stall: then the blocks are
+        # pinned one by one instead, which never walks.
+        roots = [manifest_cid, *(cid for cid, _ in blocks if cid.codec == RAW)]
+        try:
+            ipfs.put_blocks(blocks, pin_roots=roots)
+        except IpfsError:
+            ipfs.put_blocks(blocks, pin_roots=[])
+            ipfs.pin_direct([cid for cid, _ in blocks])
         faults.crash_point("after-ipfs-write")
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))
