@@ -17,6 +17,7 @@ from provanchor import __version__
 from provanchor.cli.agent import agent, run
 from provanchor.cli.context import AppContext
 from provanchor.cli.gov import gov
+from provanchor.cli.index import index, lineage, query
 from provanchor.cli.node import node
 from provanchor.cli.records import anchor, log, record
 from provanchor.errors import ProvanchorError
@@ -45,6 +46,9 @@ cli.add_command(record)
 cli.add_command(anchor)
 cli.add_command(log)
 cli.add_command(run)
+cli.add_command(index)
+cli.add_command(query)
+cli.add_command(lineage)
 
 
 def main(argv: list[str] | None = None) -> None:
