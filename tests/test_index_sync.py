@@ -150,7 +150,8 @@ def test_rebuild_answers_every_query_identically(net_home: Home, populated: dict
     for args, needle in ((["query", "--since", "yesterday-ish"], "yesterday"),
                          (["query", "--code-hash", "xyz"], "code"),
                          (["query", "--since", "1700000010", "--until", "1700000000"], "since"),
-                         (["query", "--agent", "0x123"], "agent")):
+                         (["query", "--agent", "0x123"], "agent"),
+                         (["query", "--agent", "0x" + "33" * 20], "unknown agent")):
         done = cli(*args)
         assert done.returncode != 0 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
         assert needle in done.stderr.lower()

@@ -133,6 +133,8 @@ def query(ctx: click.Context, user: str | None, location: str | None, under: str
         limit=limit,
     )
     with IndexStore.open(_index_path(app(ctx).home, index_path)) as store:
+        if filters.agent is not None and not store.checkpoints(filters.agent):
+            raise UsageError(f"unknown agent {agent}: it has no checkpoint in the index (run `provanchor index sync`)")
         rows = [row.to_json() for row in run_query(store, filters)]
     if as_json:
         emit_json(rows)
