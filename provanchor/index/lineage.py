@@ -47,7 +47,7 @@ class Graph:
     """Nodes ``{"id", "kind": "file"|"run", "location"|"run_id", "label"}`` and edges ``{"from", "to", "kind"}``.
 
     File nodes are identified by their location URI, run nodes by ``run:<run id>``.
-    ``truncated`` is set when the walk stopped at ``max_nodes`` before ``depth``.
+    ``truncated`` is set when the walk stopped at ``max_nodes`` with files left to explore.
     """
 
     nodes: list[dict[str, str]] = field(default_factory=list)
@@ -91,7 +91,11 @@ def lineage(
 
     ``location`` is a URI, or an absolute path meaning that path on every host
     (as in queries). Upstream follows file → runs that wrote it → their inputs;
-    downstream follows file → runs that read it → their outputs.
+    downstream follows file → runs that read it → their outputs. A file read
+    by thousands of runs would make an unreadable graph and a slow answer, so
+    the walk stops after the level that brings it to ``max_nodes`` nodes (it
+    may overshoot by that level) and then sets ``truncated`` if files remained
+    to explore.
     """
     if direction not in ("upstream", "downstream"):
         raise BadDirection(f"lineage direction must be upstream or downstream, got {direction!r:.40}")

@@ -6,21 +6,25 @@ transactions, never corrupt the file; the indexer then re-syncs them). The
 indexer follows the chain, verifies records and hands them over through
 :meth:`IndexStore.add_records`; the query and lineage modules only read.
 
-Layout (schema version 1; see ``_SCHEMA``):
+Layout (schema version 1; see ``_TABLES_SQL`` and ``_RECORD_INDEXES``):
 
 * ``meta``: schema version and the chain id / ledger contract the index follows;
   an index is never mixed across deployments (:meth:`IndexStore.bind`).
 * ``checkpoints``: one row per anchored checkpoint of an agent's log.
-* ``records``: one row per record: the columns queries filter and show, the
-  checkpoint that anchors it, and its canonical bytes (so a record can be shown
-  or re-verified without IPFS).
+* ``records``: one row per record: the columns queries filter and show, and
+  the checkpoint that anchors it.
+* ``record_bytes``: each record's canonical bytes, under the same ``id``, so a
+  record can be shown or re-verified without IPFS. They live apart from
+  ``records`` because they are two thirds of its size: inline, every row a
+  query reads drags them through the page cache, and queries that check
+  thousands of rows run twice as slow.
 * ``run_edges`` / ``runs``: run records' inputs and outputs, the lineage graph.
 * ``problems``: what the indexer refused, and why.
 * ``sync_state``: the indexer's own key/value progress (last processed block...).
 
 Every query filter has an index whose second column is ``time``, because
-results are ordered by time: with a ``LIMIT`` SQLite then reads the first rows
-of one index range in order instead of sorting every match.
+results are ordered by time: with a ``LIMIT`` SQLite then reads the first
+entries of one index range in order instead of sorting every match.
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ _INT64_MAX = (1 << 63) - 1
 # enough for the planner's choice to matter): stale statistics make SQLite pick a poor index.
 _ANALYZE_FROM = 20_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
+_TABLES_SQL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE checkpoints (
     agent TEXT NOT NULL,
     idx INTEGER NOT NULL,
     size INTEGER NOT NULL,
@@ -71,7 +75,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     time INTEGER NOT NULL,
     PRIMARY KEY (agent, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE records (
     id INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -88,19 +92,11 @@ CREATE TABLE IF NOT EXISTS records (
     run_id TEXT,
     checkpoint INTEGER NOT NULL,
     checkpoint_size INTEGER NOT NULL,
-    tx BLOB NOT NULL,
-    canonical BLOB NOT NULL
+    tx BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS records_agent_seq ON records (agent, seq);
-CREATE INDEX IF NOT EXISTS records_agent_time ON records (agent, time);
-CREATE INDEX IF NOT EXISTS records_time ON records (time);
-CREATE INDEX IF NOT EXISTS records_location ON records (location, time) WHERE location IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_path ON records (path, time) WHERE path IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_user ON records (user, time) WHERE user IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_code_hash ON records (code_hash, time) WHERE code_hash IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_op ON records (op, time);
-CREATE INDEX IF NOT EXISTS records_run ON records (run_id, time) WHERE run_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS run_edges (
+CREATE UNIQUE INDEX records_agent_seq ON records (agent, seq);
+CREATE TABLE record_bytes (id INTEGER PRIMARY KEY, canonical BLOB NOT NULL);
+CREATE TABLE run_edges (
     run_id TEXT NOT NULL,
     direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     location TEXT NOT NULL,
@@ -109,9 +105,9 @@ CREATE TABLE IF NOT EXISTS run_edges (
     agent TEXT NOT NULL,
     PRIMARY KEY (run_id, direction, location, agent)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS run_edges_location ON run_edges (location, direction, run_id);
-CREATE INDEX IF NOT EXISTS run_edges_path ON run_edges (path, direction, run_id) WHERE path IS NOT NULL;
-CREATE TABLE IF NOT EXISTS runs (
+CREATE INDEX run_edges_location ON run_edges (location, direction, run_id);
+CREATE INDEX run_edges_path ON run_edges (path, direction, run_id) WHERE path IS NOT NULL;
+CREATE TABLE runs (
     run_id TEXT NOT NULL,
     agent TEXT NOT NULL,
     location TEXT,
@@ -120,7 +116,7 @@ CREATE TABLE IF NOT EXISTS runs (
     exit_code INTEGER,
     PRIMARY KEY (run_id, agent)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS problems (
+CREATE TABLE problems (
     id INTEGER PRIMARY KEY,
     agent TEXT,
     seq INTEGER,
@@ -129,16 +125,32 @@ CREATE TABLE IF NOT EXISTS problems (
     reason TEXT NOT NULL,
     detected_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
-_TABLES = ("meta", "checkpoints", "records", "run_edges", "runs", "problems", "sync_state")
+# The query indexes on records, kept apart so that bulk_load() can drop and rebuild them.
+# ``(agent, seq)`` is not among them: it makes re-syncs idempotent, so it always stays.
+_RECORD_INDEXES = {
+    "records_agent_time": "records (agent, time)",
+    "records_time": "records (time)",
+    # File locations: by path (any host), or by path then location (see query.py).
+    "records_path": "records (path, location, time) WHERE path IS NOT NULL",
+    # Other locations (run://, s3://...): a few percent of records.
+    "records_location": "records (location, time) WHERE path IS NULL AND location IS NOT NULL",
+    "records_user": "records (user, time) WHERE user IS NOT NULL",
+    "records_code_hash": "records (code_hash, time) WHERE code_hash IS NOT NULL",
+    "records_op": "records (op, time)",
+    "records_run": "records (run_id, time) WHERE run_id IS NOT NULL",
+}
+
+_TABLES = ("meta", "checkpoints", "records", "record_bytes", "run_edges", "runs", "problems", "sync_state")
 
 _INSERT_RECORD = (
-    "INSERT INTO records (agent, seq, record_hash, time, user, location, path, op, before_sha256, after_sha256,"
-    " after_cid, code_hash, run_id, checkpoint, checkpoint_size, tx, canonical)"
+    "INSERT INTO records (id, agent, seq, record_hash, time, user, location, path, op, before_sha256, after_sha256,"
+    " after_cid, code_hash, run_id, checkpoint, checkpoint_size, tx)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_BYTES = "INSERT INTO record_bytes (id, canonical) VALUES (?, ?)"
 _INSERT_EDGE = (
     "INSERT OR IGNORE INTO run_edges (run_id, direction, location, path, sha256, agent) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -239,6 +251,7 @@ class IndexStore:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._depth = 0
         self._analyzed_at = 0
+        self._bulk = False
         try:
             self._configure()
             self._check_schema()
@@ -270,6 +283,11 @@ class IndexStore:
             "temp_store = MEMORY",
             "cache_size = -131072",  # 128 MiB: index pages stay cached during a bulk sync
             "mmap_size = 1073741824",
+            # The path index takes inserts at random places, so each commit dirties many pages.
+            # Checkpointing the WAL rarely copies each hot page back once for many commits instead
+            # of once per commit (1.3x faster sync at 1M records); the WAL is then cut back to 64 MiB.
+            "wal_autocheckpoint = 65536",
+            "journal_size_limit = 67108864",
         ):
             self._db.execute(f"PRAGMA {pragma}")
 
@@ -289,10 +307,19 @@ class IndexStore:
             )
 
     def _create(self) -> None:
-        for statement in _SCHEMA.split(";"):
+        for statement in _TABLES_SQL.split(";"):
             if statement.strip():
                 self._db.execute(statement)
+        self._create_indexes()
         self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _create_indexes(self) -> None:
+        for name, definition in _RECORD_INDEXES.items():
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {definition}")
+
+    def _indexes_missing(self) -> bool:
+        names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        return not names.issuperset(_RECORD_INDEXES)
 
     def close(self) -> None:
         self._db.close()
@@ -307,25 +334,58 @@ class IndexStore:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """One write transaction around everything inside (nestable).
+        """One write transaction around everything inside; nested batches are savepoints.
 
         The indexer should add a checkpoint, its records and its sync state in
-        one batch, so that an interrupted sync never leaves half a checkpoint.
+        one batch, so that an interrupted sync never leaves half a checkpoint,
+        and should group many checkpoints per batch during a long sync: each
+        commit rewrites every index page it touched, so 20,000 records per
+        commit index about 1.5x faster than 1,024. A failing inner batch is
+        undone alone, so the caller may catch its error and go on.
         """
-        if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
+        depth = self._depth
+        self._db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT level{depth}")
         self._depth += 1
         try:
             yield
         except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
+            self._depth = depth
+            if depth == 0:
                 self._db.execute("ROLLBACK")
+            else:
+                self._db.execute(f"ROLLBACK TO level{depth}")
+                self._db.execute(f"RELEASE level{depth}")
             raise
-        self._depth -= 1
-        if self._depth == 0:
-            self._db.execute("COMMIT")
-            self._maybe_analyze()
+        self._depth = depth
+        if depth:
+            self._db.execute(f"RELEASE level{depth}")
+            return
+        self._db.execute("COMMIT")
+        self._maybe_analyze()
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Add many records without the query indexes, then build those in one sorted pass.
+
+        For a first sync or a rebuild: keeping the path index up to date costs
+        a random page write per record, building it at the end is a sort
+        (1.7x faster at 1M records). Queries meanwhile still answer, by scanning, so use
+        this only while nobody relies on the index. If the process dies inside,
+        the next :meth:`add_records` outside a bulk load rebuilds the indexes.
+        """
+        if self._depth:
+            raise RuntimeError("bulk_load() cannot run inside a batch()")
+        with self.batch():
+            for name in _RECORD_INDEXES:
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+            with self.batch():
+                self._create_indexes()
+            self.analyze()
 
     # -------------------------------------------------------------- meta and state
 
@@ -417,16 +477,22 @@ class IndexStore:
         if not batch:
             return 0
         with self.batch():
+            if not self._bulk and self._indexes_missing():  # a bulk load was interrupted
+                self._create_indexes()
             fresh = self._unseen(batch)
+            first_id = self._last_id() + 1  # ids assigned here, so record_bytes shares them
             rows = []
+            blobs = []
             edges: list[tuple[object, ...]] = []
             runs: list[tuple[object, ...]] = []
             problems: list[tuple[object, ...]] = []
-            for item in fresh:
-                rows.append(_record_row(item))
+            for row_id, item in enumerate(fresh, first_id):
+                rows.append(_record_row(row_id, item))
+                blobs.append((row_id, item.record.canonical))
                 if item.record.op is Op.RUN:
                     _run_rows(item, edges, runs, problems)
             self._db.executemany(_INSERT_RECORD, rows)
+            self._db.executemany(_INSERT_BYTES, blobs)
             if edges:
                 self._db.executemany(_INSERT_EDGE, edges)
             if runs:
@@ -472,7 +538,8 @@ class IndexStore:
     def record_bytes(self, agent: str, seq: int) -> bytes | None:
         """The canonical bytes of an indexed record (show or re-verify it without IPFS)."""
         row = self._db.execute(
-            "SELECT canonical FROM records WHERE agent = ? AND seq = ?", (agent.lower(), seq)
+            "SELECT canonical FROM record_bytes WHERE id = (SELECT id FROM records WHERE agent = ? AND seq = ?)",
+            (agent.lower(), seq),
         ).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -528,12 +595,19 @@ class IndexStore:
         self._analyzed_at = 0
 
     def analyze(self) -> None:
-        """Refresh the planner's statistics (sampled, so fast even on millions of rows)."""
-        self._db.execute("PRAGMA analysis_limit = 1000")
+        """Refresh the planner's statistics (about 0.7 s per million records).
+
+        Not sampled (``analysis_limit``): a sample sees one user or op where
+        there are hundreds, and the planner then drives ``user = ? AND op = ?``
+        from the op index, 100 times slower.
+        """
+        self._db.execute("PRAGMA analysis_limit = 0")
         self._db.execute("ANALYZE")
         self._analyzed_at = self._last_id()
 
     def _maybe_analyze(self) -> None:
+        if self._bulk:
+            return
         last = self._last_id()
         if last >= _ANALYZE_FROM and last >= 2 * self._analyzed_at:
             self.analyze()
@@ -560,11 +634,12 @@ def _plain_text(value: object) -> str | None:
     return None if value is None or isinstance(value, Commitment) else str(value)
 
 
-def _record_row(item: IndexedInput) -> tuple[object, ...]:
+def _record_row(row_id: int, item: IndexedInput) -> tuple[object, ...]:
     record, checkpoint = item.record, item.checkpoint
     location = _plain_text(record.location)
     before, after = record.before, record.after
     return (
+        row_id,
         record.agent,
         record.seq,
         record.hash,
@@ -581,7 +656,6 @@ def _record_row(item: IndexedInput) -> tuple[object, ...]:
         checkpoint.idx,
         checkpoint.size,
         checkpoint.tx,
-        record.canonical,
     )
 
 

@@ -55,22 +55,36 @@ class _AgentLog:
     last_hash: bytes | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"next": self.next_checkpoint, "size": self.size,
-                           "frontier": [h.hex() for h in self.frontier],
-                           "last": self.last_hash.hex() if self.last_hash else None})
+        return json.dumps(
+            {
+                "next": self.next_checkpoint,
+                "size": self.size,
+                "frontier": [h.hex() for h in self.frontier],
+                "last": self.last_hash.hex() if self.last_hash else None,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str | None) -> _AgentLog:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(int(data["next"]), int(data["size"]), [bytes.fromhex(h) for h in data["frontier"]],
-                   bytes.fromhex(data["last"]) if data["last"] else None)
+        return cls(
+            int(data["next"]),
+            int(data["size"]),
+            [bytes.fromhex(h) for h in data["frontier"]],
+            bytes.fromhex(data["last"]) if data["last"] else None,
+        )
 
 
 class Indexer:
-    def __init__(self, store: IndexStore, network: NetworkDescriptor, ledger: LedgerClient | None = None,
-                 ipfs: IpfsClient | None = None) -> None:
+    def __init__(
+        self,
+        store: IndexStore,
+        network: NetworkDescriptor,
+        ledger: LedgerClient | None = None,
+        ipfs: IpfsClient | None = None,
+    ) -> None:
         self.store = store
         self.network = network
         self.ledger = ledger or LedgerClient(network.rpc_url, network.contract)
@@ -84,16 +98,19 @@ class Indexer:
         self.ledger.ensure_deployed()
         head = self.ledger.block_number()
         start = int(self.store.get_state("scanned_block") or self.network.deployment_block)
-        events = sorted(self.ledger.anchor_events(None, from_block=start, to_block=head),
-                        key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])))
+        events = sorted(
+            self.ledger.anchor_events(None, from_block=start, to_block=head),
+            key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])),
+        )
         for done, event in enumerate(events):
             agent = str(event["args"]["agent"]).lower()
             state = _AgentLog.from_json(self.store.get_state(f"log:{agent}"))
             index = int(event["args"]["index"])
             if index < state.next_checkpoint:
                 continue  # indexed by an earlier sync
-            self._checkpoint(agent, index, event, state, report)
-            self.store.set_state(f"log:{agent}", state.to_json())
+            with self.store.batch():  # a checkpoint, its records, problems and progress: all or nothing
+                self._checkpoint(agent, index, event, state, report)
+                self.store.set_state(f"log:{agent}", state.to_json())
             report.agents.add(agent)
             if progress is not None:
                 progress(done + 1, len(events))
@@ -161,8 +178,11 @@ class Indexer:
             log.extend(leaves)
         included = log is not None and log.size == size and log.root() == root
         if not included:
-            reason = ("not included in the anchored root (the manifest's records do not rebuild it)" if known_tree
-                      else "inclusion cannot be checked: an earlier checkpoint of this agent was unusable")
+            reason = (
+                "not included in the anchored root (the manifest's records do not rebuild it)"
+                if known_tree
+                else "inclusion cannot be checked: an earlier checkpoint of this agent was unusable"
+            )
             for record in valid:
                 problem(reason, record.seq, record_id(record.hash))
             valid = []
@@ -173,16 +193,16 @@ class Indexer:
         report.checkpoints += 1
         self._advance(state, index, size, log.hashes if included and log is not None else None, prev)
 
-    def _advance(self, state: _AgentLog, index: int, size: int, frontier: list[bytes] | None,
-                 last: bytes | None) -> None:
+    def _advance(
+        self, state: _AgentLog, index: int, size: int, frontier: list[bytes] | None, last: bytes | None
+    ) -> None:
         """Continue from the anchored size: the chain's tree is canonical even when records are not."""
         state.next_checkpoint = index + 1
         state.size = size
         state.frontier = frontier or []
         state.last_hash = last
 
-    def _record_problem(self, record: Record, agent: str, seq: int, prev: bytes | None,
-                        signature: bytes) -> str | None:
+    def _record_problem(self, record: Record, agent: str, seq: int, prev: bytes | None, signature: bytes) -> str | None:
         if record.agent != agent:
             return f"record belongs to agent {record.agent}, not {agent}"
         if record.seq != seq:
@@ -198,8 +218,9 @@ class Indexer:
         return None
 
 
-def _manifest_mismatch(manifest: object, agent: str, index: int, size: int, root: bytes, previous_size: int,
-                       network: NetworkDescriptor) -> str | None:
+def _manifest_mismatch(
+    manifest: object, agent: str, index: int, size: int, root: bytes, previous_size: int, network: NetworkDescriptor
+) -> str | None:
     m = manifest
     checks = [
         (m.agent.lower() == agent, "names another agent"),  # type: ignore[attr-defined]
@@ -207,8 +228,10 @@ def _manifest_mismatch(manifest: object, agent: str, index: int, size: int, root
         (m.size == size, f"gives size {m.size}, the chain {size}"),  # type: ignore[attr-defined]
         (m.root == root, "gives another root than the chain"),  # type: ignore[attr-defined]
         (m.start == previous_size, f"starts at {m.start}, not at {previous_size}"),  # type: ignore[attr-defined]
-        (m.chain_id == network.chain_id and m.contract.lower() == network.contract.lower(),  # type: ignore[attr-defined]
-         "belongs to another ledger deployment"),
+        (
+            m.chain_id == network.chain_id and m.contract.lower() == network.contract.lower(),  # type: ignore[attr-defined]
+            "belongs to another ledger deployment",
+        ),
     ]
     for ok, message in checks:
         if not ok:
