@@ -22,7 +22,9 @@ the chain and IPFS alone, giving the same answers.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from provanchor import merkle
@@ -90,6 +92,8 @@ class Indexer:
         self.ledger = ledger or LedgerClient(network.rpc_url, network.contract)
         self.ipfs = ipfs or IpfsClient(network.ipfs_api)
         self.domain = Eip712Domain(network.chain_id, network.contract)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="index-fetch")
+        self._clients = threading.local()
         store.bind(network.chain_id, network.contract)
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncReport:
@@ -153,10 +157,13 @@ class Indexer:
         valid: list[Record] = []
         bad: list[tuple[int, str, str]] = []
         prev = state.last_hash
+        fetched = self._fetch_all(list(manifest.records))
         for offset, (cid, signature) in enumerate(zip(manifest.records, manifest.signatures, strict=True)):
             seq = manifest.start + offset
             try:
-                block_bytes = self.ipfs.get_block(cid)
+                block_bytes = fetched[offset]
+                if isinstance(block_bytes, Exception):
+                    raise block_bytes
                 record = decode_record(block_bytes)
             except (BlockNotFound, BlockMismatch, RecordError) as exc:
                 leaves.append(merkle.leaf_hash(cid.digest))
@@ -192,6 +199,27 @@ class Indexer:
         report.records += self.store.add_records(IndexedInput(record, checkpoint) for record in valid)
         report.checkpoints += 1
         self._advance(state, index, size, log.hashes if included and log is not None else None, prev)
+
+    def _fetch_all(self, cids: list[CID]) -> list[bytes | Exception]:
+        """Fetch a checkpoint's record blocks several at a time (each still checked against its CID).
+
+        Unusable blocks come back as their exception, to be reported per record; an
+        unreachable daemon is raised, so the sync stops and resumes later.
+        """
+
+        def fetch(cid: CID) -> bytes | Exception:
+            client: IpfsClient | None = getattr(self._clients, "client", None)
+            if client is None:
+                client = IpfsClient(self.ipfs.addr)
+                self._clients.client = client
+            try:
+                return client.get_block(cid)
+            except (BlockNotFound, BlockMismatch) as exc:
+                return exc
+
+        if len(cids) <= 4:
+            return [fetch(cid) for cid in cids]
+        return list(self._pool.map(fetch, cids))
 
     def _advance(
         self, state: _AgentLog, index: int, size: int, frontier: list[bytes] | None, last: bytes | None
