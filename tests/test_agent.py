@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -431,3 +432,49 @@ def test_mmap_writes_and_files_gone_before_they_are_read(net_home: Home, tmp_pat
         assert created  # never silently dropped
         if created[0].after is None:
             assert created[0].capture.reason and "deleted before" in created[0].capture.reason
+
+
+def test_an_unreadable_file_is_recorded_with_the_reason(net_home: Home, tmp_path: Path) -> None:
+    """An agent without the right to read a file records that it could not, and keeps running."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed, so the agent cannot be run as another user")
+    base = Path(tempfile.mkdtemp(prefix="provanchor-nobody-"))  # pytest's tmp_path is private to root
+    try:
+        os.chmod(base, 0o755)
+        agent = Agent(net_home, base, "nobody", "auto")
+        for path in [agent.home.root, *agent.home.root.rglob("*")]:
+            os.chown(path, 65534, 65534)
+        agent.process = subprocess.Popen(
+            [
+                "setpriv",
+                "--reuid",
+                "nobody",
+                "--regid",
+                "nogroup",
+                "--clear-groups",
+                *CLI,
+                "agent",
+                "start",
+                "--config",
+                str(agent.config),
+            ],
+            env=agent.env(),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(6)
+        secret = agent.data / "secret.txt"
+        secret.write_text("for root only\n")
+        os.chmod(secret, 0o600)
+        (agent.data / "public.txt").write_text("for everyone\n")
+        time.sleep(2.5)
+        agent.stop()
+        records = {path_of(r): r for r in agent.records()}
+        unreadable = records[str(secret)]
+        assert unreadable.after is None and unreadable.capture.reason is not None
+        assert "could not read" in unreadable.capture.reason
+        public = records[str(agent.data / "public.txt")]
+        assert public.after is not None and public.after.sha256 == sha(b"for everyone\n")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

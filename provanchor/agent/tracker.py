@@ -209,12 +209,13 @@ class ChangeTracker:
             else:
                 content = self._read(path)
             op = Op.WRITE if known is not None else Op.CREATE
+            why_here = f"{why}; {content.reason}" if content.reason else why
             self._emit(
                 path,
                 op,
                 None,
                 content,
-                _rescan_capture(why),
+                _rescan_capture(why_here),
                 mode=st.st_mode if op == Op.CREATE else None,
                 time_ns=time.time_ns(),
             )
@@ -241,7 +242,9 @@ class ChangeTracker:
         if known is not None and content.ref is not None and known.sha256 == content.ref.sha256:
             return  # closed after writing the same bytes: nothing changed
         op = Op.CREATE if known is None else self._write_or_truncate(known, content)
-        note = "modified without a close (mmap or still open); read after it settled" if settled else None
+        settle = "modified without a close (mmap or still open); read after it settled" if settled else None
+        # Why the content is missing or partial (unreadable, too large) belongs in the record too.
+        note = "; ".join(n for n in (settle, content.reason) if n) or None
         mode = content.mode if op == Op.CREATE else None
         self._emit(path, op, event, content, self._capture(event, extra=note), mode=mode)
 
