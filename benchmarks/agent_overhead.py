@@ -34,13 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from provanchor.chain.client import LedgerClient
 from provanchor.home import Home
-from provanchor.identity import create_identity
 from provanchor.localnet import lifecycle
-from provanchor.localnet.devkeys import load_governor_keys
+from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.processes import AnvilService, IpfsService
-from provanchor.network import load_network
 
 print = functools.partial(print, flush=True)
 PASSWORD = "bench"
@@ -78,15 +75,7 @@ EXPECTED = {"small": 10000, "large": 1, "untar": 2000}
 
 class AgentRun:
     def __init__(self, net: Home, root: Path, backend: str, index: int) -> None:
-        self.home = Home(root / f"agent-{backend}-{index}")
-        self.home.root.mkdir(parents=True)
-        shutil.copy(net.network_file, self.home.network_file)
-        identity = create_identity(self.home, f"bench-{backend}-{index}", PASSWORD)
-        lifecycle.fund(self.home, identity.address)
-        network = load_network(net)
-        LedgerClient(network.rpc_url, network.contract, load_governor_keys(net)[0]).propose_add_agent(
-            identity.address, f"bench-{backend}-{index}"
-        )
+        self.home, identity = enroll_agent(net, root / f"agent-{backend}-{index}", f"bench-{backend}-{index}", PASSWORD)
         self.address = identity.address.lower()
         self.data = root / f"data-{backend}-{index}"
         self.data.mkdir()

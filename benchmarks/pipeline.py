@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
 import statistics
 import tempfile
 import threading
@@ -29,11 +28,9 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from provanchor.chain.client import LedgerClient
 from provanchor.home import Home
-from provanchor.identity import create_identity
 from provanchor.localnet import lifecycle
-from provanchor.localnet.devkeys import load_governor_keys
+from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
 from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
@@ -59,16 +56,7 @@ def change(i: int) -> Change:
 
 
 def new_agent(net: Home, root: Path, name: str) -> Home:
-    home = Home(root / name)
-    home.root.mkdir(parents=True)
-    shutil.copy(net.network_file, home.network_file)
-    identity = create_identity(home, name, PASSWORD)
-    lifecycle.fund(home, identity.address)
-    network = load_network(net)
-    LedgerClient(network.rpc_url, network.contract, load_governor_keys(net)[0]).propose_add_agent(
-        identity.address, name
-    )
-    return home
+    return enroll_agent(net, root / name, name, PASSWORD)[0]
 
 
 def run(net: Home, root: Path, name: str, count: int, batch: int, interval: float, producers: int) -> dict[str, float]:

@@ -26,13 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from provanchor.chain.client import LedgerClient
 from provanchor.home import Home
-from provanchor.identity import create_identity
 from provanchor.localnet import lifecycle
-from provanchor.localnet.devkeys import load_governor_keys
+from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.tools import free_port
-from provanchor.network import load_network
 from provanchor.records import Op, Record, code_hash, decode_record, identify_command, parse_file_location
 
 PASSWORD = "agent-test-password"
@@ -55,15 +52,7 @@ class Agent:
     def __init__(
         self, net_home: Home, root: Path, name: str, backend: str, approve: bool = True, extra: str = ""
     ) -> None:
-        self.home = Home(root / "home")
-        self.home.root.mkdir(parents=True)
-        shutil.copy(net_home.network_file, self.home.network_file)
-        self.identity = create_identity(self.home, name, PASSWORD)
-        lifecycle.fund(self.home, self.identity.address)
-        if approve:
-            network = load_network(net_home)
-            ledger = LedgerClient(network.rpc_url, network.contract, load_governor_keys(net_home)[0])
-            assert ledger.propose_add_agent(self.identity.address, name).executed
+        self.home, self.identity = enroll_agent(net_home, root / "home", name, PASSWORD, approve=approve)
         self.data = root / "data"
         self.data.mkdir()
         self.metrics_port = free_port()

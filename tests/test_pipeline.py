@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,10 +24,11 @@ from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import ChainUnavailable, ConfigError, IpfsUnavailable
 from provanchor.home import Home
-from provanchor.identity import AgentIdentity, create_identity
+from provanchor.identity import AgentIdentity
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet import lifecycle
+from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys
 from provanchor.localnet.processes import AnvilService, IpfsService
 from provanchor.network import load_network
@@ -66,15 +66,7 @@ def governor(net_home: Home) -> LedgerClient:
 
 
 def agent_home(net_home: Home, root: Path, name: str, approve: bool = True) -> tuple[Home, AgentIdentity]:
-    """A data directory for one agent on the shared network."""
-    home = Home(root / name)
-    home.root.mkdir(parents=True)
-    shutil.copy(net_home.network_file, home.network_file)
-    identity = create_identity(home, name, PASSWORD)
-    lifecycle.fund(home, identity.address)
-    if approve:
-        assert governor(net_home).propose_add_agent(identity.address, name).executed
-    return home, identity
+    return enroll_agent(net_home, root / name, name, PASSWORD, approve=approve)
 
 
 def change(i: int, tag: str = "t") -> Change:
