@@ -1,0 +1,327 @@
+"""A directory tree as a standard UnixFS DAG, computed locally, plus a per-entry listing.
+
+A snapshot has to be restorable by any IPFS tool (``ipfs get``, a gateway) and
+checkable without trusting a daemon, so the root CID must be exactly the one
+``ipfs add -r --cid-version=1 --raw-leaves`` prints: files use the same
+importer as `provanchor.ipfs.unixfs` (256 KiB chunks, balanced layout, raw
+leaves) and directories are plain UnixFS Directory dag-pb nodes with links
+sorted by name and Tsize = cumulative DAG size, as Kubo and js-ipfs write them.
+
+Safety matters more than convenience here, because the tree may contain
+anything a monitored program wrote:
+
+* symlinks are never followed: the walk goes through directory file
+  descriptors opened with ``O_NOFOLLOW``, files are opened the same way and
+  checked with ``fstat`` to still be regular files, and a symlink is recorded
+  as its target text (and a UnixFS Symlink node, as ``ipfs add`` does);
+* names that could not be restored safely (containing ``/`` or NUL, not UTF-8,
+  ``.``/``..``) are refused with an error naming the path;
+* devices, FIFOs and sockets are refused rather than silently skipped, so a
+  snapshot never claims to be complete when it is not.
+
+Not covered: HAMT-sharded directories (js-ipfs shards above 1,000 entries,
+Kubo above ~256 KiB of links), so for such directories the root differs from
+``ipfs add -r``; it remains a valid, restorable DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal, cast
+
+from provanchor.errors import ProvanchorError
+from provanchor.ipfs.cid import CID, DAG_PB, encode_varint
+from provanchor.ipfs.unixfs import UNIXFS_DIRECTORY, UNIXFS_SYMLINK, iter_file_blocks
+from provanchor.snapshot.cache import CachedFile, CacheStats, FileCache, StatKey
+
+__all__ = [
+    "BlockSink",
+    "EntryKind",
+    "FileEntry",
+    "SnapshotError",
+    "TreeResult",
+    "UnsafeEntry",
+    "build_tree",
+    "directory_node",
+    "symlink_node",
+]
+
+EntryKind = Literal["file", "symlink", "dir"]
+BlockSink = Callable[[CID, bytes], None]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+class SnapshotError(ProvanchorError):
+    """A directory cannot be snapshotted (unreadable, changed type under us, unsupported entry)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class UnsafeEntry(SnapshotError):
+    """An entry whose name or type could not be restored safely; ``path`` names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One entry under the snapshot root, as the manifest records it.
+
+    ``path`` is relative and POSIX-style. ``sha256`` is the content hash of a
+    regular file (None otherwise); ``target`` is a symlink's text (None
+    otherwise); ``cid`` is the entry's UnixFS node; ``size`` is a file's byte
+    count (0 for directories, the target length for symlinks); ``mode`` is the
+    permission bits (``stat.S_IMODE``).
+    """
+
+    path: str
+    kind: EntryKind
+    size: int
+    sha256: bytes | None
+    mode: int
+    cid: CID | None
+    target: str | None = None
+
+
+@dataclass
+class TreeResult:
+    """The root CID, every entry sorted by path, and the blocks that still have to be uploaded.
+
+    When `build_tree` was given ``on_block`` the blocks went there and
+    ``blocks`` is empty; otherwise they are kept here (deduplicated by CID,
+    children before parents, the root directory last when it is new).
+    """
+
+    root: CID
+    files: list[FileEntry]
+    blocks: list[tuple[CID, bytes]] = field(default_factory=list)
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def iter_blocks(self) -> Iterator[tuple[CID, bytes]]:
+        """The blocks to upload, in an order `IpfsClient.put_blocks` (and a CAR) accepts."""
+        return iter(self.blocks)
+
+
+# ---------------------------------------------------------------------------
+# dag-pb encoding of directory and symlink nodes
+# ---------------------------------------------------------------------------
+
+
+def _ld(field_number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return encode_varint(field_number << 3 | 2) + encode_varint(len(payload)) + payload
+
+
+def directory_node(links: list[tuple[bytes, CID, int]]) -> bytes:
+    """PBNode{Links (sorted by name bytes), Data: UnixFS{Type: Directory}} from (name, cid, tsize).
+
+    Links precede Data, and each link writes Hash, Name, Tsize in that order:
+    the canonical dag-pb form, so the bytes (and CID) match what Kubo and
+    js-ipfs produce for the same directory.
+    """
+    parts: list[bytes] = []
+    for name, cid, tsize in sorted(links, key=lambda link: link[0]):
+        body = _ld(1, cid.to_bytes()) + _ld(2, name) + encode_varint(3 << 3) + encode_varint(tsize)
+        parts.append(_ld(2, body))
+    unixfs = encode_varint(1 << 3) + encode_varint(UNIXFS_DIRECTORY)
+    parts.append(_ld(1, unixfs))
+    return b"".join(parts)
+
+
+def symlink_node(target: bytes) -> bytes:
+    """PBNode{Data: UnixFS{Type: Symlink, Data: target}}, as ``ipfs add`` stores a symlink."""
+    unixfs = encode_varint(1 << 3) + encode_varint(UNIXFS_SYMLINK) + _ld(2, target)
+    return _ld(1, unixfs)
+
+
+# ---------------------------------------------------------------------------
+# the walk
+# ---------------------------------------------------------------------------
+
+
+class _HashingReader:
+    """A read-through wrapper: the file is hashed (sha256) while the UnixFS importer chunks it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = os.read(self._fd, size if size >= 0 else 1 << 20)
+        self.sha256.update(data)
+        self.count += len(data)
+        return data
+
+
+@dataclass
+class _Builder:
+    cache: FileCache | None
+    on_block: BlockSink | None
+    stats: CacheStats = field(default_factory=CacheStats)
+    entries: list[FileEntry] = field(default_factory=list)
+    blocks: list[tuple[CID, bytes]] = field(default_factory=list)
+    seen: set[CID] = field(default_factory=set)
+
+    def emit(self, cid: CID, block: bytes) -> None:
+        if self.on_block is not None:
+            self.on_block(cid, block)
+        elif cid not in self.seen:
+            self.seen.add(cid)
+            self.blocks.append((cid, block))
+
+    def node(self, rel: str, block: bytes) -> CID:
+        """A directory/symlink node: emitted only if it differs from the last committed build."""
+        cid = CID.for_block(DAG_PB, block)
+        if self.cache is None or self.cache.previous_node(rel) != cid:
+            self.emit(cid, block)
+        if self.cache is not None:
+            self.cache.stage_node(rel, cid)
+        return cid
+
+    def walk_dir(self, dir_fd: int, rel: str) -> tuple[CID, int]:
+        """Snapshot the open directory ``dir_fd`` (at relative path ``rel``); return (cid, tsize)."""
+        links: list[tuple[bytes, CID, int]] = []
+        try:
+            with os.scandir(dir_fd) as iterator:
+                entries = sorted(iterator, key=lambda e: _name_bytes(e.name, rel))
+        except OSError as exc:
+            raise SnapshotError(f"cannot list {rel or '.'}: {exc.strerror or exc}", rel) from exc
+        for entry in entries:
+            name = entry.name
+            name_bytes = _name_bytes(name, rel)
+            child = f"{rel}/{name}" if rel else name
+            if "/" in name or "\x00" in name or name in (".", "..", ""):
+                raise UnsafeEntry(f"refusing to snapshot unsafe name {child!r}", child)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                raise SnapshotError(f"cannot stat {child}: {exc.strerror or exc}", child) from exc
+            if stat.S_ISLNK(st.st_mode):
+                cid, tsize = self.symlink(dir_fd, name, child, st)
+            elif stat.S_ISDIR(st.st_mode):
+                cid, tsize = self.subdir(dir_fd, name, child, st)
+            elif stat.S_ISREG(st.st_mode):
+                cid, tsize = self.file(dir_fd, name, child, st)
+            else:
+                raise UnsafeEntry(f"refusing to snapshot {child}: not a regular file, directory or symlink", child)
+            links.append((name_bytes, cid, tsize))
+        block = directory_node(links)
+        cid = self.node(rel, block)
+        return cid, len(block) + sum(tsize for _, _, tsize in links)
+
+    def subdir(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> tuple[CID, int]:
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise SnapshotError(f"cannot open directory {rel}: {exc.strerror or exc}", rel) from exc
+        try:
+            cid, tsize = self.walk_dir(fd, rel)
+        finally:
+            os.close(fd)
+        self.entries.append(FileEntry(rel, "dir", 0, None, stat.S_IMODE(st.st_mode), cid))
+        return cid, tsize
+
+    def symlink(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> tuple[CID, int]:
+        try:
+            raw = os.readlink(os.fsencode(name), dir_fd=dir_fd)
+        except OSError as exc:
+            raise SnapshotError(f"cannot read symlink {rel}: {exc.strerror or exc}", rel) from exc
+        try:
+            target = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnsafeEntry(f"refusing to snapshot symlink {rel}: its target is not UTF-8", rel) from exc
+        block = symlink_node(raw)
+        cid = self.node(rel, block)
+        self.entries.append(FileEntry(rel, "symlink", len(raw), None, stat.S_IMODE(st.st_mode), cid, target))
+        return cid, len(block)
+
+    def file(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> tuple[CID, int]:
+        mode = stat.S_IMODE(st.st_mode)
+        key = StatKey(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        if self.cache is not None and (hit := self.cache.lookup(key)) is not None:
+            self.stats.files_reused += 1
+            self.cache.stage_file(key, hit)
+            self.entries.append(FileEntry(rel, "file", st.st_size, hit.sha256, mode, hit.cid))
+            return hit.cid, hit.tsize
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise SnapshotError(f"cannot open {rel}: {exc.strerror or exc}", rel) from exc
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise UnsafeEntry(f"refusing to snapshot {rel}: it stopped being a regular file", rel)
+            reader = _HashingReader(fd)
+            root: CID | None = None
+            tsize = 0
+            try:
+                for cid, block in iter_file_blocks(cast(BinaryIO, reader)):
+                    tsize += len(block)
+                    root = cid
+                    self.emit(cid, block)
+            except OSError as exc:
+                raise SnapshotError(f"cannot read {rel}: {exc.strerror or exc}", rel) from exc
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        assert root is not None  # iter_file_blocks always yields at least the root
+        digest = reader.sha256.digest()
+        self.stats.files_read += 1
+        self.stats.bytes_read += reader.count
+        stable = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+            after.st_size,
+            after.st_mtime_ns,
+            after.st_ctime_ns,
+        ) and reader.count == after.st_size
+        if self.cache is not None and stable:
+            # Keyed by the fstat of what was read, not the earlier lstat: that is what the content matches.
+            read_key = StatKey(rel, after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns)
+            self.cache.stage_file(read_key, CachedFile(digest, root, tsize))
+        self.entries.append(FileEntry(rel, "file", reader.count, digest, mode, root))
+        return root, tsize
+
+
+def _name_bytes(name: str, parent: str) -> bytes:
+    """A name as the UTF-8 bytes dag-pb stores (and sorts by); non-UTF-8 names cannot be stored."""
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError as exc:  # os.scandir smuggles undecodable bytes in as surrogates
+        shown = f"{parent}/{name}" if parent else name
+        raise UnsafeEntry(f"refusing to snapshot {shown!r}: its name is not UTF-8", shown) from exc
+
+
+def build_tree(root: Path, cache: FileCache | None = None, *, on_block: BlockSink | None = None) -> TreeResult:
+    """Walk ``root`` without following symlinks and compute its UnixFS DAG and entry listing.
+
+    With a ``cache``, files whose stat is unchanged since the last committed
+    build are neither read nor emitted, and unchanged directory/symlink nodes
+    are not emitted; call ``cache.commit()`` after uploading the blocks.
+    ``on_block`` streams blocks instead of keeping them in the result (for
+    trees too large to hold in memory).
+    """
+    builder = _Builder(cache, on_block)
+    if cache is not None:
+        cache.begin(time.time_ns())
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise SnapshotError(f"cannot open directory {root}: {exc.strerror or exc}", str(root)) from exc
+    try:
+        cid, _ = builder.walk_dir(fd, "")
+    finally:
+        os.close(fd)
+    builder.entries.sort(key=lambda e: e.path.encode("utf-8"))
+    if cache is not None:
+        cache.stats.files_read += builder.stats.files_read
+        cache.stats.files_reused += builder.stats.files_reused
+        cache.stats.bytes_read += builder.stats.bytes_read
+    return TreeResult(cid, builder.entries, builder.blocks, builder.stats)
