@@ -20,6 +20,7 @@ from provanchor.cli.gov import gov
 from provanchor.cli.index import index, lineage, query
 from provanchor.cli.node import node
 from provanchor.cli.records import anchor, log, record
+from provanchor.cli.snapshot import snapshot
 from provanchor.errors import ProvanchorError
 from provanchor.home import Home
 
@@ -49,6 +50,7 @@ cli.add_command(run)
 cli.add_command(index)
 cli.add_command(query)
 cli.add_command(lineage)
+cli.add_command(snapshot)
 
 
 def main(argv: list[str] | None = None) -> None:

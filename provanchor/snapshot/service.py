@@ -1,0 +1,130 @@
+"""Taking a snapshot: tree to IPFS, a `snapshot` record in the agent's log, an anchor on chain.
+
+The tree's blocks go to IPFS (only what changed since the last snapshot, per
+the file cache), then the snapshot manifest. A `snapshot` record names the
+manifest, its tree root and state root, and is anchored with everything else
+the agent has spooled; then the contract's snapshot anchor ties (resource id =
+sha256 of the location, manifest CID, state root) to that checkpoint. The
+cache only learns what was taken once the upload succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from provanchor.errors import ProvanchorError, UsageError
+from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.pipeline.session import AgentSession
+from provanchor.records import Capture, CaptureBackend, Change, Op, file_location
+from provanchor.snapshot.cache import FileCache
+from provanchor.snapshot.manifest import SnapshotManifest
+from provanchor.snapshot.tree import build_tree
+
+_BLOCKS_PER_IMPORT = 2048
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    snapshot_id: str  # the manifest's CID
+    root: CID
+    files: int
+    files_read: int
+    files_reused: int
+    state_root: bytes
+    record_id: str
+    checkpoint: int
+    resource_id: bytes
+    tx: str
+
+
+def resource_id(location: str) -> bytes:
+    """The contract's key for a location's snapshots."""
+    return hashlib.sha256(location.encode()).digest()
+
+
+def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTaken:
+    directory = Path(os.path.realpath(path))
+    if not directory.is_dir():
+        raise UsageError(f"cannot snapshot {path}: not a directory")
+    location = file_location(host_id, str(directory))
+    cache = FileCache(session.spool.path.parent / "snapshot-cache.sqlite")
+    try:
+        tree = build_tree(directory, cache)
+        ipfs = session.anchorer.ipfs
+        pending: list[tuple[CID, bytes]] = []
+        for block in tree.iter_blocks():
+            pending.append(block)
+            if len(pending) >= _BLOCKS_PER_IMPORT:
+                ipfs.put_blocks(pending)
+                pending = []
+        ipfs.put_blocks(pending, pin_roots=[tree.root])  # the last import holds the root: pin it all
+        latest = session.anchorer.status()
+        manifest = SnapshotManifest.from_tree(
+            location=location,
+            tree=tree,
+            time=time.time_ns(),
+            agent=session.address.lower(),
+            checkpoint=latest.checkpoint if latest else None,
+        )
+        encoded = manifest.encode()
+        manifest_cid = CID.for_block(DAG_CBOR, encoded)
+        ipfs.put_blocks([(manifest_cid, encoded)], pin_roots=[manifest_cid])
+        cache.commit()
+    except BaseException:
+        cache.discard()
+        raise
+    finally:
+        cache.close()
+    state_root = manifest.state_root()
+    change = Change(
+        time=manifest.time,
+        host=host_id,
+        location=location,
+        op=Op.SNAPSHOT,
+        capture=Capture(backend=CaptureBackend.MANUAL, attributed=True, reason=None),
+        payload={"manifest": manifest_cid, "root": tree.root, "state_root": state_root, "files": len(tree.files)},
+    )
+    ref = session.record(change)
+    status = session.flush()
+    if status is None:
+        raise ProvanchorError("the snapshot record could not be anchored")
+    receipt = session.anchorer.ledger.anchor_snapshot(
+        resource_id(location), manifest_cid.to_bytes(), state_root, status.checkpoint
+    )
+    return SnapshotTaken(
+        manifest_cid.encode(),
+        tree.root,
+        len(tree.files),
+        tree.stats.files_read,
+        tree.stats.files_reused,
+        state_root,
+        ref.record_id,
+        status.checkpoint,
+        resource_id(location),
+        receipt.tx_hash,
+    )
+
+
+def list_snapshots(session: AgentSession, path: str, host_id: str) -> Iterator[dict[str, object]]:
+    location = file_location(host_id, os.path.realpath(path))
+    ledger = session.anchorer.ledger
+    key = resource_id(location)
+    for index in range(ledger.snapshot_count(key)):
+        anchored = ledger.snapshot(key, index)
+        yield {
+            "index": index,
+            "location": location,
+            "snapshot_id": CID.parse(anchored.cid).encode(),
+            "state_root": "0x" + anchored.state_root.hex(),
+            "agent": anchored.agent,
+            "checkpoint": anchored.checkpoint_index,
+            "time": anchored.timestamp,
+        }
+
+
+__all__ = ["SnapshotTaken", "list_snapshots", "resource_id", "take_snapshot"]
