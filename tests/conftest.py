@@ -11,7 +11,20 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from provanchor.chain.client import LedgerClient
+from provanchor.home import Home
+from provanchor.localnet import lifecycle
 from provanchor.localnet.processes import AnvilService
+
+
+@pytest.fixture(scope="module")
+def net_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    """A whole local network (anvil, IPFS daemon, ledger with one dev governor), private to the test module."""
+    home = Home(tmp_path_factory.mktemp("net"))
+    lifecycle.up(home)
+    try:
+        yield home
+    finally:
+        lifecycle.down(home)
 
 
 @pytest.fixture(scope="module")

@@ -21,29 +21,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from provanchor.home import Home
-from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.tools import free_port
 from provanchor.records import Op, Record, code_hash, decode_record, identify_command, parse_file_location
 
 PASSWORD = "agent-test-password"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]
-
-
-@pytest.fixture(scope="module")
-def net_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    home = Home(tmp_path_factory.mktemp("net"))
-    lifecycle.up(home)
-    try:
-        yield home
-    finally:
-        lifecycle.down(home)
 
 
 class Agent:

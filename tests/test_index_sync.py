@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from provanchor.index.query import QueryFilter, run_query
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
 from provanchor.ipfs.cid import CID, DAG_CBOR
-from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
 from provanchor.pipeline.session import AgentSession
@@ -28,16 +26,6 @@ from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op
 PASSWORD = "index-test"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]
 T0 = 1_700_000_000 * 10**9
-
-
-@pytest.fixture(scope="module")
-def net_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    home = Home(tmp_path_factory.mktemp("net"))
-    lifecycle.up(home)
-    try:
-        yield home
-    finally:
-        lifecycle.down(home)
 
 
 def agent_home(net_home: Home, root: Path, name: str) -> Home:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from provanchor.home import Home
 from provanchor.identity import AgentIdentity
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
-from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys
 from provanchor.localnet.processes import AnvilService, IpfsService
@@ -48,16 +46,6 @@ from provanchor.records import (
 
 PASSWORD = "correct horse battery staple"
 WORKER = Path(__file__).parent / "helpers" / "pipeline_worker.py"
-
-
-@pytest.fixture(scope="module")
-def net_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    home = Home(tmp_path_factory.mktemp("net"))
-    lifecycle.up(home)
-    try:
-        yield home
-    finally:
-        lifecycle.down(home)
 
 
 def governor(net_home: Home) -> LedgerClient:

@@ -7,31 +7,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from provanchor.home import Home
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
-from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
 from provanchor.snapshot.manifest import decode_snapshot_manifest
 
 PASSWORD = "snapshot-test"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]
-
-
-@pytest.fixture(scope="module")
-def net_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    home = Home(tmp_path_factory.mktemp("net"))
-    lifecycle.up(home)
-    try:
-        yield home
-    finally:
-        lifecycle.down(home)
 
 
 def test_take_list_and_incremental(net_home: Home, tmp_path: Path) -> None:
@@ -45,8 +31,9 @@ def test_take_list_and_incremental(net_home: Home, tmp_path: Path) -> None:
     time.sleep(1.2)  # the cache trusts files only once their timestamps are safely in the past
 
     def take() -> dict[str, object]:
-        done = subprocess.run([*CLI, "snapshot", "take", str(tree), "--json"], env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [*CLI, "snapshot", "take", str(tree), "--json"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         data = json.loads(done.stdout)
         assert isinstance(data, dict)
@@ -59,8 +46,11 @@ def test_take_list_and_incremental(net_home: Home, tmp_path: Path) -> None:
     second = take()
     assert second["files_read"] == 1 and second["files_reused"] == 19
     assert second["cid"] != first["cid"]
-    listed = json.loads(subprocess.run([*CLI, "snapshot", "list", str(tree), "--json"], env=env,
-                                       capture_output=True, text=True, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [*CLI, "snapshot", "list", str(tree), "--json"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert [row["snapshot_id"] for row in listed] == [first["snapshot_id"], second["snapshot_id"]]
     ipfs = IpfsClient(load_network(net_home).ipfs_api)
     manifest = decode_snapshot_manifest(ipfs.get_block(CID.parse(str(second["snapshot_id"]))))
@@ -69,6 +59,7 @@ def test_take_list_and_incremental(net_home: Home, tmp_path: Path) -> None:
     changed = entries["d1/f1.txt"]
     assert changed.cid is not None and ipfs.cat(changed.cid) == b"changed\n"
     assert "0x" + manifest.state_root().hex() == listed[1]["state_root"]
-    missing = subprocess.run([*CLI, "snapshot", "take", str(tmp_path / "nope")], env=env, capture_output=True,
-                             text=True)
+    missing = subprocess.run(
+        [*CLI, "snapshot", "take", str(tmp_path / "nope")], env=env, capture_output=True, text=True
+    )
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1
