@@ -34,14 +34,13 @@ import errno
 import logging
 import os
 import resource
-import select
 import time
 from collections.abc import Collection, Sequence
-from types import TracebackType
 
 from provanchor.agent.capture import _libc
 from provanchor.agent.capture import fanotify_abi as abi
-from provanchor.agent.capture.errors import CaptureError, CaptureUnavailable
+from provanchor.agent.capture._descriptor import WatcherDescriptor
+from provanchor.agent.capture.errors import CaptureUnavailable
 from provanchor.agent.capture.events import EventKind, ProcessInfo, RawEvent
 from provanchor.agent.capture.handles import DirectoryPaths, fsid_bytes, resolve
 from provanchor.agent.capture.paths import PathFilter, canonical_roots, join, mount_points_under, walk
@@ -98,16 +97,17 @@ def _unavailable(exc: OSError, where: str = "") -> CaptureUnavailable:
     return CaptureUnavailable(f"fanotify unavailable ({code}: {hint}{where})")
 
 
-class FanotifyWatcher:
+class FanotifyWatcher(WatcherDescriptor):
     """Watches directories through fanotify; every event names its writer's pid and process."""
+
+    _name = "fanotify"
 
     def __init__(self, paths: Sequence[str], exclude_pids: Collection[int] = (), want_reads: bool = False) -> None:
         self.roots = canonical_roots(paths)
         self._filter = PathFilter(self.roots)
         self._exclude = frozenset(exclude_pids)
         self._want_reads = want_reads
-        self._fd = -1
-        self._poll = select.poll()
+        super().__init__()
         self._mount_fds: dict[bytes, int] = {}
         self._dirs = DirectoryPaths(self._mount_fds, self._filter)
         self.pidfd_mode = False
@@ -145,7 +145,7 @@ class FanotifyWatcher:
         except BaseException:
             self.close()
             raise
-        self._poll.register(self._fd, select.POLLIN)
+        self._adopt(self._fd)
 
     def _mark_filesystems(self) -> None:
         marked: set[int] = set()
@@ -167,29 +167,11 @@ class FanotifyWatcher:
         for root in self.roots:
             self._dirs.seed(root)
 
-    def fileno(self) -> int:
-        if self._fd < 0:
-            raise CaptureError("fanotify watcher is not started")
-        return self._fd
-
     def close(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(KeyError, ValueError):
-                self._poll.unregister(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        self._close_fd()
         for fd in self._mount_fds.values():
             os.close(fd)
         self._mount_fds.clear()
-
-    def __enter__(self) -> FanotifyWatcher:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def read(self, timeout: float) -> list[RawEvent]:
         """Wait up to `timeout` seconds, then drain what the kernel has queued; may return []."""

@@ -26,14 +26,13 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from provanchor.agent.capture import _libc
 from provanchor.agent.capture import inotify_abi as abi
+from provanchor.agent.capture._descriptor import WatcherDescriptor
 from provanchor.agent.capture.errors import CaptureError
 from provanchor.agent.capture.events import EventKind, RawEvent
 from provanchor.agent.capture.paths import canonical_roots, join
@@ -67,15 +66,16 @@ class _PendingMove:
     subtree: dict[int, str] = field(default_factory=dict)  # wd -> path suffix below the moved directory
 
 
-class InotifyWatcher:
+class InotifyWatcher(WatcherDescriptor):
     """Watches directory trees through inotify; events carry no pid or process."""
+
+    _name = "inotify"
 
     def __init__(self, paths: Sequence[str], exclude_pids: Collection[int] = (), want_reads: bool = False) -> None:
         self.roots = canonical_roots(paths)
         self._root_set = frozenset(self.roots)
         self._mask = CHANGE_MASK | _WATCH_FLAGS | (READ_MASK if want_reads else 0)
-        self._fd = -1
-        self._poll = select.poll()
+        super().__init__()
         self._paths: dict[int, str] = {}  # wd -> directory
         self._wds: dict[str, int] = {}  # directory -> wd
         self._moves: dict[int, _PendingMove] = {}  # cookie -> MOVED_FROM awaiting its MOVED_TO
@@ -108,31 +108,13 @@ class InotifyWatcher:
         except BaseException:
             self.close()
             raise
-        self._poll.register(self._fd, select.POLLIN)
-
-    def fileno(self) -> int:
-        if self._fd < 0:
-            raise CaptureError("inotify watcher is not started")
-        return self._fd
+        self._adopt(self._fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(KeyError, ValueError):
-                self._poll.unregister(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        self._close_fd()
         self._paths.clear()
         self._wds.clear()
         self._moves.clear()
-
-    def __enter__(self) -> InotifyWatcher:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def read(self, timeout: float) -> list[RawEvent]:
         """Wait up to `timeout` seconds, then drain what the kernel has queued; may return []."""
