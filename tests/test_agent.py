@@ -415,6 +415,22 @@ def test_an_unreadable_file_is_recorded_with_the_reason(net_home: Home, tmp_path
     """An agent without the right to read a file records that it could not, and keeps running."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed, so the agent cannot be run as another user")
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import provanchor.agent.service",
+        ],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("this checkout is not readable by user nobody (a private directory), so the agent cannot run as it")
     base = Path(tempfile.mkdtemp(prefix="provanchor-nobody-"))  # pytest's tmp_path is private to root
     try:
         os.chmod(base, 0o755)
