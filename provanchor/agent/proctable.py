@@ -38,6 +38,13 @@ class ProcessTableUnavailable(ProvanchorError):
 class _Entry:
     info: ProcessInfo
     exited_at: float | None = None
+    # Copied from the parent at fork: true only until the child execs. Trusted only once the
+    # child has exited without an exec (the listener reports fork, exec and exit in order).
+    inherited: bool = False
+
+    @property
+    def final(self) -> bool:
+        return not self.inherited or self.exited_at is not None
 
 
 class ProcessTable:
@@ -88,11 +95,13 @@ class ProcessTable:
             while True:
                 entry = self._entries.get(pid)
                 remaining = deadline - time.monotonic()
-                if (entry is not None and entry.info.exe is not None) or remaining <= 0:
-                    return entry.info if entry is not None else None
+                if entry is not None and entry.info.exe is not None and entry.final:
+                    return entry.info
+                if remaining <= 0:
+                    return None  # unknown, or a fork that may yet exec: never guess the writer
                 self._changed.wait(remaining)
 
-    def resolve(self, process: ProcessInfo | None, pid: int | None, wait: float = 0.005) -> ProcessInfo | None:
+    def resolve(self, process: ProcessInfo | None, pid: int | None, wait: float = 0.05) -> ProcessInfo | None:
         """The best description of an event's writer: live /proc data, else what the table saw."""
         if process is not None and process.exe is not None:
             return process
@@ -119,7 +128,8 @@ class ProcessTable:
                     if entry is not None:
                         entry.exited_at = time.monotonic()
                 else:
-                    if "ppid" in data:
+                    inherited = "ppid" in data
+                    if inherited:
                         self._parents[pid] = int(data["ppid"])
                     self.execs_seen += 1
                     self._entries[pid] = _Entry(
@@ -132,7 +142,8 @@ class ProcessTable:
                             user=data.get("user"),
                             container=data.get("container"),
                             reason=data.get("reason"),
-                        )
+                        ),
+                        inherited=inherited,
                     )
                 self._changed.notify_all()
             now = time.monotonic()
