@@ -15,12 +15,16 @@ import click
 
 from provanchor import __version__
 from provanchor.cli.agent import agent, run
+from provanchor.cli.audit import audit
 from provanchor.cli.context import AppContext
 from provanchor.cli.gov import gov
 from provanchor.cli.index import index, lineage, query
+from provanchor.cli.ml import ml
 from provanchor.cli.node import node
 from provanchor.cli.records import anchor, log, record
+from provanchor.cli.replay import replay
 from provanchor.cli.snapshot import snapshot
+from provanchor.cli.verify import verify
 from provanchor.errors import ProvanchorError
 from provanchor.home import Home
 
@@ -51,6 +55,10 @@ cli.add_command(index)
 cli.add_command(query)
 cli.add_command(lineage)
 cli.add_command(snapshot)
+cli.add_command(replay)
+cli.add_command(verify)
+cli.add_command(audit)
+cli.add_command(ml)
 
 
 def main(argv: list[str] | None = None) -> None:
