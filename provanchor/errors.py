@@ -111,3 +111,32 @@ class SignatureError(ProvanchorError):
 
 class KeystoreError(ProvanchorError):
     """A keystore is unreadable, or its password is wrong."""
+
+
+# ---------------------------------------------------------------- replay (issue 6)
+
+
+class UnsafePath(ProvanchorError):
+    """A manifest or record names a path (or symlink) that would write outside the replay target."""
+
+
+class OutputDirError(UsageError):
+    """`--out` is a file, cannot be created, or is not empty (without --force)."""
+
+
+class ReplayError(ProvanchorError):
+    """A replay cannot proceed: nothing recorded for the location, content unavailable..."""
+
+
+class NothingRecorded(ReplayError):
+    """No record and no snapshot of the location exists at or before the requested time."""
+
+
+class UnknownRun(UsageError):
+    """No anchored run record has this id."""
+
+
+class CodeDrift(ReplayError):
+    """The code on this machine differs from the code a run recorded (the differing parts are named)."""
+
+    exit_code = 3
