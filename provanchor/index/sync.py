@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError, SignatureError
+from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError
 from provanchor.index.store import Checkpoint, IndexedInput, IndexStore, record_id
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import NetworkDescriptor
 from provanchor.pipeline.manifest import decode_manifest
-from provanchor.records import Eip712Domain, Record, decode_record, recover_signer
+from provanchor.records import Eip712Domain, Record, decode_record
+from provanchor.verify.checks import manifest_mismatch, record_problem
 
 
 @dataclass
@@ -149,7 +150,9 @@ class Indexer:
             self.store.add_checkpoint(checkpoint)
             self._advance(state, index, size, None, None)
             return
-        mismatch = _manifest_mismatch(manifest, agent, index, size, root, state.size, self.network)
+        mismatch = manifest_mismatch(
+            manifest, agent, index, size, root, state.size, self.network.chain_id, self.network.contract
+        )
         if mismatch:
             problem(f"manifest {manifest_cid} {mismatch}")
 
@@ -171,7 +174,7 @@ class Indexer:
                 prev = cid.digest
                 continue
             leaves.append(merkle.leaf_hash(record.hash))
-            reason = self._record_problem(record, agent, seq, prev, signature)
+            reason = record_problem(record, agent, seq, prev, signature, self.domain)
             prev = record.hash
             if reason is None:
                 valid.append(record)
@@ -229,42 +232,6 @@ class Indexer:
         state.size = size
         state.frontier = frontier or []
         state.last_hash = last
-
-    def _record_problem(self, record: Record, agent: str, seq: int, prev: bytes | None, signature: bytes) -> str | None:
-        if record.agent != agent:
-            return f"record belongs to agent {record.agent}, not {agent}"
-        if record.seq != seq:
-            return f"record has seq {record.seq} where the log has position {seq} (a gap, repeat or swap)"
-        if record.prev != prev:
-            return "record's prev does not link to the previous record"
-        try:
-            signer = recover_signer(self.domain, record.hash, signature)
-        except SignatureError as exc:
-            return f"signature unusable: {exc}"
-        if signer.lower() != agent:
-            return f"signature recovers to {signer}, not to the agent"
-        return None
-
-
-def _manifest_mismatch(
-    manifest: object, agent: str, index: int, size: int, root: bytes, previous_size: int, network: NetworkDescriptor
-) -> str | None:
-    m = manifest
-    checks = [
-        (m.agent.lower() == agent, "names another agent"),  # type: ignore[attr-defined]
-        (m.checkpoint == index, f"names checkpoint {m.checkpoint}, not {index}"),  # type: ignore[attr-defined]
-        (m.size == size, f"gives size {m.size}, the chain {size}"),  # type: ignore[attr-defined]
-        (m.root == root, "gives another root than the chain"),  # type: ignore[attr-defined]
-        (m.start == previous_size, f"starts at {m.start}, not at {previous_size}"),  # type: ignore[attr-defined]
-        (
-            m.chain_id == network.chain_id and m.contract.lower() == network.contract.lower(),  # type: ignore[attr-defined]
-            "belongs to another ledger deployment",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            return message
-    return None
 
 
 def rebuild(store: IndexStore, network: NetworkDescriptor) -> SyncReport:
