@@ -1,10 +1,90 @@
-"""`provanchor audit export | verify`: self-contained audit bundles (issue 7)."""
+"""`provanchor audit export | verify`: self-contained audit bundles (issue 7).
+
+`export` is run by whoever holds the data (it reads the chain and IPFS, by
+default those of the data directory's network.json); `verify` is run by the
+auditor, with the chain as the only trust base and no IPFS at all.
+"""
 
 from __future__ import annotations
 
 import click
 
+from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
+from provanchor.cli.verify import finish
+
 
 @click.group()
 def audit() -> None:
     """Audit bundles: CAR files an auditor verifies against the chain with no IPFS."""
+
+
+@audit.command("export")
+@click.option("--agent", required=True, metavar="ADDRESS", help="The agent whose records to bundle.")
+@click.option("--location", default=None, help="Only records of this location (a URI, or a path on any host).")
+@click.option("--since", default=None, help="Only records at or after this time (ISO 8601 or Unix seconds).")
+@click.option("--until", default=None, help="Only records at or before this time (ISO 8601 or Unix seconds).")
+@click.option("--with-content", is_flag=True, help="Also bundle the selected records' contents.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The CAR file.")
+@click.option("--rpc", "rpc_url", default=None, metavar="URL", help="Chain JSON-RPC (default: network.json).")
+@click.option("--contract", default=None, metavar="ADDRESS", help="Ledger contract (default: network.json).")
+@click.option("--ipfs", "ipfs_api", default=None, metavar="API", help="IPFS RPC API (default: network.json).")
+@json_option
+@click.pass_context
+def export_cmd(
+    ctx: click.Context,
+    agent: str,
+    location: str | None,
+    since: str | None,
+    until: str | None,
+    with_content: bool,
+    output: str,
+    rpc_url: str | None,
+    contract: str | None,
+    ipfs_api: str | None,
+    as_json: bool,
+) -> None:
+    """Write a CAR with the agent's records, manifests and proofs (and contents, when asked)."""
+    from provanchor.errors import UsageError
+    from provanchor.index.query import location_arg
+    from provanchor.index.timeparse import parse_time
+    from provanchor.verify.bundle import Selection, export_bundle
+    from provanchor.verify.log import Chain
+    from provanchor.verify.sources import IpfsSource
+
+    if rpc_url is None or contract is None or ipfs_api is None:
+        from provanchor.network import load_network
+
+        network = load_network(app(ctx).home)
+        rpc_url = rpc_url or network.rpc_url
+        contract = contract or network.contract
+        ipfs_api = ipfs_api or network.ipfs_api
+    since_ns = parse_time(since) if since else None
+    until_ns = parse_time(until) if until else None
+    if since_ns is not None and until_ns is not None and since_ns > until_ns:
+        raise UsageError("--since is later than --until: the window is empty")
+    selection = Selection(location_arg(location, None) if location else None, since_ns, until_ns, with_content)
+    chain = Chain(rpc_url, contract)
+    source = IpfsSource(ipfs_api)
+    try:
+        summary = export_bundle(chain, source, agent, selection, output, progress=progress_note)
+    finally:
+        source.close()
+    if as_json:
+        emit_json(summary.to_json())
+    else:
+        emit_pairs(list(summary.to_json().items()))
+
+
+@audit.command("verify")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--rpc", "rpc_url", required=True, metavar="URL", help="Chain JSON-RPC URL (trusted).")
+@click.option("--contract", required=True, metavar="ADDRESS", help="Ledger contract address (trusted).")
+@json_option
+@click.pass_context
+def verify_cmd(ctx: click.Context, bundle: str, rpc_url: str, contract: str, as_json: bool) -> None:
+    """Verify BUNDLE against the roots on the chain, with no IPFS."""
+    from provanchor.verify.bundle import verify_bundle
+    from provanchor.verify.log import Chain
+
+    report = verify_bundle(Chain(rpc_url, contract), bundle)
+    finish(ctx, report, as_json)

@@ -1,10 +1,130 @@
-"""`provanchor verify ...`: third-party verification from chain + IPFS (issue 7)."""
+"""`provanchor verify ...`: third-party verification from chain + IPFS (issue 7).
+
+Every subcommand takes its whole trust base on the command line (`--rpc`,
+`--contract`, and `--ipfs` or `--gateway` for blocks, which are never
+trusted); no data directory, spool or network.json is read. `--index` names
+an index used only as a hint. The exit code is 0 exactly when every check
+passed; a verification that could not complete is reported as failed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+
+from provanchor.cli.context import emit_json, json_option
+from provanchor.verify.report import Report
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def trust_options(function: _F) -> _F:
+    """--rpc, --contract, --ipfs | --gateway, --index: the same trust base for every verify command."""
+    options = [
+        click.option("--rpc", "rpc_url", required=True, metavar="URL", help="Chain JSON-RPC URL (trusted)."),
+        click.option("--contract", required=True, metavar="ADDRESS", help="Ledger contract address (trusted)."),
+        click.option("--ipfs", "ipfs_api", metavar="API", default=None, help="IPFS RPC API for blocks (untrusted)."),
+        click.option("--gateway", metavar="URL", default=None, help="Trustless IPFS gateway instead of --ipfs."),
+        click.option(
+            "--index",
+            "index_path",
+            metavar="PATH",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A provanchor index used as a hint only (everything it says is verified).",
+        ),
+        json_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def open_context(rpc_url: str, contract: str, ipfs_api: str | None, gateway: str | None, index_path: str | None) -> Any:
+    from provanchor.verify.api import VerifyContext
+
+    return VerifyContext(rpc_url, contract, ipfs_api=ipfs_api, gateway=gateway, index_path=index_path)
+
+
+def finish(ctx: click.Context, report: Report, as_json: bool) -> None:
+    """Print the report and exit 0 exactly when every check passed."""
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(report.render())
+    ctx.exit(0 if report.ok else 1)
 
 
 @click.group()
 def verify() -> None:
-    """Verify records, files, agents, locations and runs against the chain and IPFS alone."""
+    """Verify records, files, agents and runs against the chain, with untrusted IPFS blocks."""
+
+
+@verify.command("record")
+@click.argument("record_id")
+@trust_options
+@click.pass_context
+def record_cmd(ctx: click.Context, /, record_id: str, as_json: bool, **trust: Any) -> None:
+    """RECORD_ID (its CID) is authentic, anchored, in sequence, and its content matches."""
+    from provanchor.verify.api import parse_record_id, verify_record
+
+    parse_record_id(record_id)  # bad input fails before any connection
+    with open_context(**trust) as vctx:
+        report = verify_record(vctx, record_id)
+    finish(ctx, report, as_json)
+
+
+@verify.command("file")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--location", default=None, help="The file's location URI (default: its path on any host).")
+@trust_options
+@click.pass_context
+def file_cmd(ctx: click.Context, /, path: str, location: str | None, as_json: bool, **trust: Any) -> None:
+    """PATH's current content is what the ledger last recorded (if not: when it last matched)."""
+    from provanchor.verify.claims import verify_file
+
+    with open_context(**trust) as vctx:
+        report = verify_file(vctx, path, location)
+    finish(ctx, report, as_json)
+
+
+@verify.command("agent")
+@click.argument("address")
+@click.option("--with-content", is_flag=True, help="Also fetch every stored content and check its hash.")
+@trust_options
+@click.pass_context
+def agent_cmd(ctx: click.Context, /, address: str, with_content: bool, as_json: bool, **trust: Any) -> None:
+    """ADDRESS's whole history is intact: every checkpoint and record, signed and in order."""
+    from provanchor.verify.api import verify_agent
+
+    with open_context(**trust) as vctx:
+        report = verify_agent(vctx, address, with_content=with_content)
+    finish(ctx, report, as_json)
+
+
+@verify.command("run")
+@click.argument("run_id")
+@trust_options
+@click.pass_context
+def run_cmd(ctx: click.Context, /, run_id: str, as_json: bool, **trust: Any) -> None:
+    """RUN_ID's run record is authentic, its code hash recomputes, every output hash matches."""
+    from provanchor.verify.claims import verify_run
+
+    with open_context(**trust) as vctx:
+        report = verify_run(vctx, run_id)
+    finish(ctx, report, as_json)
+
+
+@verify.command("all")
+@click.option("--with-content", is_flag=True, help="Also fetch every stored content and check its hash.")
+@trust_options
+@click.pass_context
+def all_cmd(ctx: click.Context, /, with_content: bool, as_json: bool, **trust: Any) -> None:
+    """Every registered agent's whole log."""
+    from provanchor.verify.claims import verify_all
+
+    with open_context(**trust) as vctx:
+        report = verify_all(vctx, with_content=with_content)
+    finish(ctx, report, as_json)

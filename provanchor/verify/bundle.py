@@ -1,0 +1,491 @@
+"""Audit bundles: one CAR file with everything needed to verify an agent's records without IPFS.
+
+A bundle holds, as verified blocks:
+
+* a root block (``provanchor/audit-bundle``) naming the deployment, the
+  agent, the selection (location, time window, contents), the checkpoints
+  the bundle covers and links to the proof blocks;
+* every manifest of those checkpoints (they list every leaf, so the roots
+  can be rebuilt, and carry the signatures);
+* the selected records, and with ``--with-content`` their contents;
+* proof blocks: for each selected record its RFC 9162 inclusion proof in
+  the bundle's last checkpoint, 1,024 records per block.
+
+Verifying trusts only the chain: the checkpoints must be the ones the
+contract anchored (its events and views), the manifests must hash to the
+CIDs anchored with them and rebuild their roots, every record is checked
+like `verify record` does, and every proof is checked against the root the
+contract holds (a sample of them by the contract's own ``verifyInclusion``).
+What the bundle's root block claims is never believed, only compared.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from provanchor import merkle
+from provanchor.codec import dagcbor
+from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
+from provanchor.ipfs.car import CarError, read_car, write_car
+from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.ipfs.unixfs import UnixFSError
+from provanchor.pipeline.manifest import decode_manifest
+from provanchor.records import Record, decode_record
+from provanchor.verify.checks import (
+    CHECK_BLOCKS,
+    CHECK_CONTENT,
+    CHECK_CONTRACT_INCLUSION,
+    CHECK_FORMAT,
+    CHECK_INCLUSION,
+    CHECK_MANIFEST,
+    CHECK_ROOTS,
+    CHECK_SEQ,
+    CHECK_SIGNATURE,
+)
+from provanchor.verify.log import AgentLog, Chain, Tally
+from provanchor.verify.report import Report
+from provanchor.verify.sources import BlockSource, MemorySource, content_bytes, dag_blocks
+
+__all__ = ["BUNDLE_TYPE", "ExportSummary", "Selection", "export_bundle", "verify_bundle"]
+
+BUNDLE_TYPE = "provanchor/audit-bundle"
+BUNDLE_VERSION = 1
+PROOFS_PER_BLOCK = 1024
+CONTRACT_SAMPLE = 8
+CHECK_BUNDLE = "bundle matches the chain"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which records go into a bundle: a location (URI, or a path on any host) and a time window."""
+
+    location: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    with_content: bool = False
+
+    def matches(self, record: Record) -> bool:
+        if self.since_ns is not None and record.time < self.since_ns:
+            return False
+        if self.until_ns is not None and record.time > self.until_ns:
+            return False
+        if self.location is None:
+            return True
+        return isinstance(record.location, str) and _location_matches(record.location, self.location)
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "location": self.location,
+            "since": self.since_ns,
+            "until": self.until_ns,
+            "content": self.with_content,
+        }
+
+
+def _location_matches(location: str, wanted: str) -> bool:
+    if "://" in wanted:
+        return location == wanted
+    from provanchor.index.query import encoded_path
+    from provanchor.index.store import location_path
+
+    return location_path(location) == encoded_path(wanted)
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    root: str
+    agent: str
+    checkpoints: int
+    records: int
+    contents: int
+    blocks: int
+    bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------ proofs for many leaves
+
+
+def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the RFC 9162 tree (an unpaired last node is promoted unchanged)."""
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        it = iter(level)
+        paired = [merkle.node_hash(a, b) for a, b in zip(it, it, strict=False)]
+        if len(level) & 1:
+            paired.append(level[-1])
+        levels.append(paired)
+    return levels
+
+
+def _proof(levels: list[list[bytes]], index: int) -> list[bytes]:
+    """PATH(index) read off the levels: one sibling per level where the node has one."""
+    proof = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(level[sibling])
+        index >>= 1
+    return proof
+
+
+# ------------------------------------------------------------------ export
+
+
+def export_bundle(
+    chain: Chain,
+    source: BlockSource,
+    agent: str,
+    selection: Selection,
+    out_path: str | os.PathLike[str],
+    progress: Callable[[str], None] | None = None,
+) -> ExportSummary:
+    """Write a bundle for `agent`'s records matching `selection` (atomically: a temp file renamed)."""
+    log = AgentLog(chain, source, agent, contract_checks=False)
+    if not log.anchors:
+        raise UsageError(f"agent {log.agent} has no anchored checkpoint: nothing to export")
+    manifests: list[tuple[CID, bytes]] = []
+    cids: list[CID] = []
+    for anchor in log.anchors:
+        if anchor.manifest_cid is None:
+            raise RecordError(f"checkpoint {anchor.index}'s manifest CID on chain does not parse")
+        data = source.get(anchor.manifest_cid)
+        manifests.append((anchor.manifest_cid, data))
+        cids.extend(decode_manifest(data).records)
+    last = log.anchors[-1]
+    cids = cids[: last.size]
+    if progress:
+        progress(f"fetching {len(cids)} record(s) of {log.agent}")
+    fetched = source.get_many(cids)
+    selected: list[tuple[int, CID, bytes, Record]] = []
+    for position, (cid, result) in enumerate(zip(cids, fetched, strict=True)):
+        if isinstance(result, Exception):
+            raise result
+        record = decode_record(result)
+        if selection.matches(record):
+            selected.append((position, cid, result, record))
+    levels = _levels([merkle.leaf_hash(cid.digest) for cid in cids])
+    proof_blocks: list[tuple[CID, bytes]] = []
+    for start in range(0, len(selected), PROOFS_PER_BLOCK):
+        chunk = selected[start : start + PROOFS_PER_BLOCK]
+        wire = {"records": [[position, cid, _proof(levels, position)] for position, cid, _, _ in chunk]}
+        block = dagcbor.encode(wire)
+        proof_blocks.append((CID.for_block(DAG_CBOR, block), block))
+    content_blocks: dict[CID, bytes] = {}
+    contents: list[CID] = []
+    if selection.with_content:
+        for _, _, _, record in selected:
+            after = record.after
+            if after is not None and after.cid is not None and after.cid not in content_blocks:
+                contents.append(after.cid)
+                content_blocks.update(dag_blocks(source, after.cid))
+    root_wire = {
+        "type": BUNDLE_TYPE,
+        "v": BUNDLE_VERSION,
+        "chain_id": chain.chain_id,
+        "contract": chain.contract.lower(),
+        "agent": log.agent,
+        "selection": selection.to_wire(),
+        "checkpoints": [
+            {"index": a.index, "size": a.size, "root": a.root, "manifest": cid}
+            for a, (cid, _) in zip(log.anchors, manifests, strict=True)
+        ],
+        "proofs": [cid for cid, _ in proof_blocks],
+        "records": len(selected),
+        "contents": contents,
+        "created": time.time_ns(),
+    }
+    root_block = dagcbor.encode(root_wire)
+    root = CID.for_block(DAG_CBOR, root_block)
+
+    def blocks() -> Iterator[tuple[CID, bytes]]:
+        yield root, root_block
+        yield from manifests
+        yield from proof_blocks
+        for _, cid, data, _ in selected:
+            yield cid, data
+        yield from content_blocks.items()
+
+    target = Path(out_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    count = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            counted = _counting(blocks())
+            write_car([root], counted, handle)
+            count = counted.count
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ExportSummary(
+        str(target),
+        root.encode(),
+        log.agent,
+        len(log.anchors),
+        len(selected),
+        len(contents),
+        count,
+        target.stat().st_size,
+    )
+
+
+class _counting:
+    """Count the blocks a generator yields while write_car streams them."""
+
+    def __init__(self, blocks: Iterator[tuple[CID, bytes]]) -> None:
+        self.blocks = blocks
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[CID, bytes]]:
+        for item in self.blocks:
+            self.count += 1
+            yield item
+
+
+# ------------------------------------------------------------------ verify
+
+
+@dataclass(frozen=True)
+class _BundleRoot:
+    chain_id: int
+    contract: str
+    agent: str
+    selection: dict[str, object]
+    checkpoints: list[dict[str, object]]
+    proofs: list[CID]
+    records: int
+    contents: list[CID]
+
+
+def read_bundle(handle: BinaryIO) -> tuple[CID, MemorySource, str | None]:
+    """The bundle's root CID and its blocks; a block that does not match its CID stops reading (reported)."""
+    roots, sections = read_car(handle)
+    if len(roots) != 1:
+        raise CarError(f"not a provanchor audit bundle: the CAR has {len(roots)} roots, a bundle has one")
+    source = MemorySource(description="bundle")
+    try:
+        for cid, data in sections:
+            source.add(cid, data)
+    except BlockMismatch as exc:
+        return roots[0], source, str(exc)
+    return roots[0], source, None
+
+
+def _decode_root(data: bytes) -> _BundleRoot:
+    try:
+        wire = dagcbor.decode(data)
+    except ValueError as exc:
+        raise UsageError(f"not a provanchor audit bundle: its root block is not DAG-CBOR ({exc})") from None
+    if not isinstance(wire, dict) or wire.get("type") != BUNDLE_TYPE or wire.get("v") != BUNDLE_VERSION:
+        raise UsageError("not a provanchor audit bundle (version 1): its root block has another type")
+    try:
+        bundle = _BundleRoot(
+            int(wire["chain_id"]),
+            str(wire["contract"]),
+            str(wire["agent"]),
+            dict(wire["selection"]),
+            [dict(c) for c in wire["checkpoints"]],
+            list(wire["proofs"]),
+            int(wire["records"]),
+            list(wire["contents"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed audit bundle root: {exc}") from None
+    if not all(isinstance(c, CID) for c in bundle.proofs + bundle.contents):
+        raise UsageError("malformed audit bundle root: proofs and contents must be CIDs")
+    return bundle
+
+
+def verify_bundle(chain: Chain, path: str | os.PathLike[str], workers: int | None = None) -> Report:
+    """Verify a bundle with no IPFS at all: every claim against the chain's roots."""
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise UsageError(f"no bundle at {file_path}")
+    with file_path.open("rb") as handle:
+        root, source, broken = read_bundle(handle)
+    report = Report(f"audit bundle {file_path.name}")
+    if broken is not None:
+        report.failed(CHECK_BLOCKS, f"bundle block refused: {broken}")
+        return report
+    try:
+        bundle = _decode_root(source.get(root))
+    except BlockNotFound:
+        raise UsageError(f"not a provanchor audit bundle: its root block {root} is missing") from None
+    report.facts.update({"root": root.encode(), "agent": bundle.agent, "selection": bundle.selection})
+    if (bundle.chain_id, bundle.contract.lower()) != (chain.chain_id, chain.contract.lower()):
+        report.failed(
+            CHECK_BUNDLE,
+            f"bundle is for chain {bundle.chain_id} contract {bundle.contract}, "
+            f"not chain {chain.chain_id} contract {chain.contract}",
+        )
+        return report
+    log = AgentLog(chain, source, bundle.agent)
+    last = _match_checkpoints(report, log, bundle)
+    if last is None:
+        return report
+    log.walk(last)
+    records = _bundle_records(report, log, source, bundle, last)
+    report.facts.update({"checkpoints": last + 1, "records": len(records)})
+    _record_checks(report, log, records, workers)
+    if bundle.selection.get("content"):
+        _bundle_contents(report, source, records)
+    return report
+
+
+def _match_checkpoints(report: Report, log: AgentLog, bundle: _BundleRoot) -> int | None:
+    """The bundle's checkpoint list must be a prefix of the chain's anchors; returns its last index."""
+    if not bundle.checkpoints:
+        report.failed(CHECK_BUNDLE, "the bundle covers no checkpoint")
+        return None
+    problems: list[str] = []
+    for position, claimed in enumerate(bundle.checkpoints):
+        if position >= len(log.anchors):
+            problems.append(f"checkpoint {position} is claimed but the chain has only {len(log.anchors)}")
+            break
+        anchor = log.anchors[position]
+        manifest = claimed.get("manifest")
+        same = (
+            claimed.get("index") == anchor.index
+            and claimed.get("size") == anchor.size
+            and claimed.get("root") == anchor.root
+            and isinstance(manifest, CID)
+            and manifest == anchor.manifest_cid
+        )
+        if not same:
+            problems.append(f"checkpoint {position} differs from what the chain anchored (size, root or manifest)")
+    if problems:
+        report.failed(CHECK_BUNDLE, "; ".join(problems[:3]))
+        return None
+    report.passed(CHECK_BUNDLE, f"its {len(bundle.checkpoints)} checkpoint(s) are exactly the chain's anchors")
+    return len(bundle.checkpoints) - 1
+
+
+def _bundle_records(
+    report: Report, log: AgentLog, source: MemorySource, bundle: _BundleRoot, last: int
+) -> list[tuple[int, CID, list[bytes], bytes | None]]:
+    """(position, cid, proof, bytes or None) for every record the proof blocks list."""
+    out: list[tuple[int, CID, list[bytes], bytes | None]] = []
+    for proof_cid in bundle.proofs:
+        try:
+            wire = dagcbor.decode(source.get(proof_cid))
+        except (BlockNotFound, ValueError) as exc:
+            report.failed(CHECK_BLOCKS, f"proof block {proof_cid}: {exc}")
+            continue
+        entries = wire.get("records") if isinstance(wire, dict) else None
+        if not isinstance(entries, list):
+            report.failed(CHECK_INCLUSION, f"proof block {proof_cid} is malformed")
+            continue
+        for entry in entries:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)):
+                report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
+                continue
+            position, cid, proof = entry
+            if not isinstance(cid, CID) or not isinstance(proof, list):
+                report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
+                continue
+            data = source.get(cid) if cid in source else None
+            out.append((position, cid, proof, data))
+    if len(out) != bundle.records:
+        report.failed(CHECK_BUNDLE, f"the root announces {bundle.records} record(s), the proof blocks list {len(out)}")
+    return out
+
+
+def _record_checks(
+    report: Report,
+    log: AgentLog,
+    records: list[tuple[int, CID, list[bytes], bytes | None]],
+    workers: int | None,
+) -> None:
+    anchor = log.anchors[len(log.manifests) - 1]
+    chain_root = log.chain.ledger.checkpoint(log.agent, anchor.index).root
+    blocks, inclusion, contract = Tally(CHECK_BLOCKS), Tally(CHECK_INCLUSION), Tally(CHECK_CONTRACT_INCLUSION)
+    blocks.passed(log.tallies[CHECK_BLOCKS].count)
+    blocks.failures.extend(log.tallies[CHECK_BLOCKS].failures)
+    present: list[tuple[int, bytes]] = []
+    sample = set(_sample(len(records)))
+    for number, (position, cid, proof, data) in enumerate(records):
+        if data is None:
+            blocks.failed(f"record {position} ({cid}) is not in the bundle")
+            continue
+        blocks.passed()
+        if position >= anchor.size or log.cids[position] != cid:
+            inclusion.failed(f"record {position} ({cid}) is not the anchored log's leaf {position}")
+            continue
+        leaf = merkle.leaf_hash(cid.digest)
+        if not merkle.verify_inclusion(leaf, position, anchor.size, proof, chain_root):
+            inclusion.failed(f"record {position}: its proof does not verify against checkpoint {anchor.index}'s root")
+            continue
+        inclusion.passed()
+        present.append((position, data))
+        if number in sample:
+            if log.chain.ledger.verify_inclusion(leaf, position, anchor.size, proof, chain_root):
+                contract.passed()
+            else:
+                contract.failed(f"record {position}: the contract's verifyInclusion returned false")
+    problems = log.check_records(present, workers)
+    tallies = {name: Tally(name) for name in (CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ)}
+    for tally in tallies.values():
+        tally.count = len(present)
+    for problem in problems:
+        tallies[problem.check].failed(f"record {problem.position}: {problem.reason}")
+    log.report_into(report, {CHECK_MANIFEST: "the manifests are the ones anchored", CHECK_ROOTS: "roots rebuilt"})
+    where = f"checkpoint {anchor.index} (size {anchor.size})"
+    report.extend(
+        [
+            blocks.check(f"{blocks.count} block(s), each hashed to its CID"),
+            inclusion.check(f"{inclusion.count} proof(s) verify against the contract's root of {where}"),
+            contract.check(f"eth_call verifyInclusion agreed on {contract.count} sampled proof(s)"),
+            tallies[CHECK_FORMAT].check(f"{len(present)} record(s) decode strictly"),
+            tallies[CHECK_SIGNATURE].check(f"{len(present)} signature(s) from the manifests recover to the agent"),
+            tallies[CHECK_SEQ].check("every record sits at its seq; prev links match the anchored leaves"),
+        ]
+    )
+    if not records:
+        report.failed(CHECK_INCLUSION, "the bundle holds no record")
+
+
+def _sample(count: int) -> list[int]:
+    """Evenly spaced indexes (first and last included): which proofs the contract also checks."""
+    if count <= CONTRACT_SAMPLE:
+        return list(range(count))
+    step = (count - 1) / (CONTRACT_SAMPLE - 1)
+    return sorted({round(i * step) for i in range(CONTRACT_SAMPLE)})
+
+
+def _bundle_contents(
+    report: Report, source: MemorySource, records: list[tuple[int, CID, list[bytes], bytes | None]]
+) -> None:
+    import hashlib
+
+    tally = Tally(CHECK_CONTENT)
+    for position, _, _, data in records:
+        if data is None:
+            continue
+        try:
+            after = decode_record(data).after
+        except RecordError:
+            continue
+        if after is None or after.cid is None:
+            continue
+        try:
+            content = content_bytes(source, after.cid)
+        except (BlockNotFound, BlockMismatch, UnixFSError) as exc:
+            tally.failed(f"record {position}: {exc}")
+            continue
+        if hashlib.sha256(content).digest() == after.sha256 and len(content) == after.size:
+            tally.passed()
+        else:
+            tally.failed(f"record {position}: content {after.cid} does not match the record's sha256/size")
+    report.extend([tally.check(f"{tally.count} content(s) in the bundle match their records' sha256 and size")])
