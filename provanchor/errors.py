@@ -140,3 +140,43 @@ class CodeDrift(ReplayError):
     """The code on this machine differs from the code a run recorded (the differing parts are named)."""
 
     exit_code = 3
+
+
+class MlError(ProvanchorError):
+    """An ML lifecycle event (dataset, training, model, evaluation, inference) cannot be recorded or traced."""
+
+
+class UnknownParent(MlError):
+    """An ML event names a parent event that neither this tracker nor the index knows."""
+
+
+class WrongParentKind(MlError, UsageError):
+    """An ML event names a parent of the wrong kind (a model where a dataset belongs...)."""
+
+
+class DatasetNotFound(MlError, UsageError):
+    """A dataset (or model, code, hyperparameters) path that does not exist or is not a regular file."""
+
+
+class UnsupportedDataset(MlError, UsageError):
+    """A dataset whose rows provanchor cannot define (a Fortran-ordered or object .npy array...)."""
+
+
+class InvalidMetric(MlError, UsageError):
+    """A metric that is not a finite number (NaN, infinity, text, a boolean...)."""
+
+
+class InvalidHyperparameter(MlError, UsageError):
+    """A hyperparameter that is not a string, integer, boolean, finite number or a list of those."""
+
+
+class UnsupportedCommitment(MlError, UsageError):
+    """A commitment mode other than sha256, salted or hmac, or hmac without a usable key."""
+
+
+class NotAMember(MlError):
+    """A sample whose hash is not among a dataset's rows: no membership proof exists."""
+
+
+class UnknownEvent(MlError):
+    """An event id that is not a recorded, indexed ML event."""

@@ -67,6 +67,8 @@ ENV_THAT_MATTERS = (
     "R_LIBS",
 )
 DEFAULT_EXCLUDES = ("*/__pycache__/*", "*.pyc", "*/.git/*")
+RUN_ID_ENV = "PROVANCHOR_RUN_ID"
+"""The run id, passed to the command's environment so its own provenance records can name the run."""
 _MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 
@@ -155,9 +157,12 @@ class RunRecorder:
         if warning:
             notes.append(warning)
         observed: dict[str, _Observed] = {}
+        # Known before the child starts, and handed to it, so that what the child records itself
+        # (ML events through provanchor.ml.Tracker) carries the same run id as this run's records.
+        run_id = uuid.uuid4().hex
         started_ns = time.time_ns()
         try:
-            child = subprocess.Popen(list(argv), cwd=cwd)
+            child = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, RUN_ID_ENV: run_id})
             while child.poll() is None:
                 self._collect(watcher.read(0.05), observed, code_files)
             for _ in range(3):  # the last events of a fast command arrive after it exits
@@ -173,7 +178,7 @@ class RunRecorder:
             table.close()
         attributed = watcher.attributed
         inputs, outputs, writers = self._classify(observed, tree, attributed)
-        result = RunResult(uuid.uuid4().hex, exit_code, inputs, outputs, duration, backend=watcher.backend, notes=notes)
+        result = RunResult(run_id, exit_code, inputs, outputs, duration, backend=watcher.backend, notes=notes)
         result.record = self._record(result, argv, cwd, code, started_ns, writers, observed, attributed)
         return result
 

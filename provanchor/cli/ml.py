@@ -1,10 +1,152 @@
-"""`provanchor ml trace | verify | models`: ML lifecycle provenance (issue 8)."""
+"""`provanchor ml trace | verify | models`: ML lifecycle provenance (issue 8).
+
+Read-only: they need the data directory's network.json and the local index
+(synced first unless ``--no-sync``), never the agent's key. Recording is the
+Python API's job (``provanchor.ml.Tracker``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from provanchor.cli.context import app, emit_json, emit_table, json_option
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _index_options(function: _F) -> _F:
+    options = [
+        click.option(
+            "--index",
+            "index_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="The index database (default: index.sqlite in the data directory).",
+        ),
+        click.option("--no-sync", is_flag=True, help="Use the index as it is, without following the chain first."),
+        json_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _open_index(ctx: click.Context, index_path: str | None, no_sync: bool) -> Any:
+    from provanchor.index.store import IndexStore
+    from provanchor.index.sync import Indexer
+    from provanchor.network import load_network
+
+    home = app(ctx).home
+    path = Path(index_path) if index_path else home.root / "index.sqlite"
+    network = load_network(home)
+    store = IndexStore.open(path, must_exist=no_sync)
+    if not no_sync:
+        try:
+            Indexer(store, network).sync()
+        except BaseException:
+            store.close()
+            raise
+    return store, network
 
 
 @click.group()
 def ml() -> None:
     """ML lifecycle provenance: datasets, training runs, models, evaluations, inference receipts."""
+
+
+@ml.command()
+@click.argument("event_id")
+@_index_options
+@click.pass_context
+def trace(ctx: click.Context, event_id: str, index_path: str | None, no_sync: bool, as_json: bool) -> None:
+    """The chain of parents from EVENT_ID (a record CID) back to the datasets, leaf first."""
+    from provanchor.ml.events import parse_event_id
+    from provanchor.ml.trace import trace_event
+
+    parse_event_id(event_id)  # bad input fails before any connection
+    store, _ = _open_index(ctx, index_path, no_sync)
+    with store:
+        result = trace_event(store, event_id)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        rows = []
+        for node in result.nodes:
+            data = node.to_json()
+            summary = data.get("summary") or {}
+            label = " ".join(
+                str(summary.get(k))
+                for k in ("name", "version")
+                if isinstance(summary, dict) and summary.get(k) is not None
+            )
+            rows.append(
+                [
+                    "  " * node.depth + node.kind.value,
+                    node.record_id,
+                    label,
+                    data.get("time"),
+                    "; ".join(node.problems) or "ok",
+                ]
+            )
+        emit_table(f"trace of {result.root}", ["kind", "record", "name", "time", "status"], rows)
+    ctx.exit(0 if not result.problems else 1)
+
+
+@ml.command()
+@click.argument("event_id")
+@click.option("--no-files", is_flag=True, help="Skip the checks of files on this machine (for auditors elsewhere).")
+@_index_options
+@click.pass_context
+def verify(
+    ctx: click.Context, event_id: str, no_files: bool, index_path: str | None, no_sync: bool, as_json: bool
+) -> None:
+    """Verify EVENT_ID and every event it came from: authentic, anchored, consistent, files unchanged.
+
+    Exit code 0 exactly when every check passed.
+    """
+    from provanchor.ml.events import parse_event_id
+    from provanchor.ml.verify import verify_event
+
+    parse_event_id(event_id)
+    store, network = _open_index(ctx, index_path, no_sync)
+    with store:
+        report = verify_event(store, network, event_id, check_files=not no_files)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(report.render())
+    ctx.exit(0 if report.ok else 1)
+
+
+@ml.command()
+@_index_options
+@click.pass_context
+def models(ctx: click.Context, index_path: str | None, no_sync: bool, as_json: bool) -> None:
+    """Every model event in the index, with its training run and evaluations."""
+    from provanchor.ml.trace import list_models
+
+    store, _ = _open_index(ctx, index_path, no_sync)
+    with store:
+        found = list_models(store)
+    if as_json:
+        emit_json(found)
+        return
+    rows = []
+    for model in found:
+        evaluations = model.get("evaluations") or []
+        metrics = evaluations[-1].get("metrics") if isinstance(evaluations, list) and evaluations else None
+        rows.append(
+            [
+                model.get("name"),
+                model.get("version"),
+                model["record_id"],
+                model.get("time"),
+                model.get("problem")
+                or (", ".join(f"{k}={v}" for k, v in metrics.items()) if isinstance(metrics, dict) else ""),
+            ]
+        )
+    emit_table("models", ["name", "version", "record", "time", "latest evaluation / problem"], rows)

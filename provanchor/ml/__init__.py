@@ -1,0 +1,43 @@
+"""ML lifecycle provenance: datasets, training runs, models, evaluations and inference receipts (issue 8).
+
+Each event is an ordinary signed, anchored provenance record whose payload
+links to its parents, so a prediction can be traced back to the model, the
+training run, its code and hyperparameters and the exact data, and verified.
+
+* :class:`Tracker` records events (``dataset``, ``training``, ``model``,
+  ``evaluation``, ``inference``), proves dataset membership, traces, verifies;
+* :mod:`provanchor.ml.events` is the wire format, :mod:`provanchor.ml.dataset`
+  the row fingerprints and membership proofs, :mod:`provanchor.ml.commitments`
+  the input/output commitments, :mod:`provanchor.ml.trace` and
+  :mod:`provanchor.ml.verify` the read side (index + chain + files).
+"""
+
+from __future__ import annotations
+
+from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data
+from provanchor.ml.dataset import Fingerprint, MembershipProof, fingerprint_file, fingerprint_samples, row_leaf
+from provanchor.ml.events import Event, ParentLink, parse_event
+from provanchor.ml.trace import Trace, TraceNode, trace_event
+from provanchor.ml.tracker import Receipt, Tracker, TrainingRun
+from provanchor.ml.verify import verify_event
+
+__all__ = [
+    "CommitMode",
+    "DataCommitment",
+    "Event",
+    "Fingerprint",
+    "MembershipProof",
+    "ParentLink",
+    "Receipt",
+    "Trace",
+    "TraceNode",
+    "Tracker",
+    "TrainingRun",
+    "commit_data",
+    "fingerprint_file",
+    "fingerprint_samples",
+    "parse_event",
+    "row_leaf",
+    "trace_event",
+    "verify_event",
+]

@@ -1,0 +1,634 @@
+"""`Tracker`: the few calls an ML engineer adds to a training script.
+
+    from provanchor.ml import Tracker
+
+    with Tracker.from_network() as t:                  # the configured agent and network
+        ds = t.dataset("wiki-en", version="2024-03", path="data/train.csv", split="train")
+        run = t.training(model="tiny-mlp", version="1.0.0", datasets=[ds],
+                         hyperparameters={"lr": "3e-4"}, code=["train.py"])
+        ...                                            # train
+        model = t.model(run, path="model.npz")         # ends the run: its record says start and end
+        t.evaluation(model, dataset=ds_val, metrics={"accuracy": 0.91})
+        receipt = t.inference(model, input=b"...", output=b"...", commitment="hmac")
+
+Every call returns once its signed record is durably spooled; the session's
+background anchorer stores and anchors them in batches, and leaving the
+``with`` block anchors whatever is left. Under ``provanchor run`` the run id
+comes from ``PROVANCHOR_RUN_ID`` and every record carries it, so the file-level
+capture and the ML events name the same run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from provanchor.errors import (
+    DatasetNotFound,
+    MlError,
+    UnknownEvent,
+    UnknownParent,
+    UnsupportedCommitment,
+    WrongParentKind,
+)
+from provanchor.home import Home
+from provanchor.index.store import IndexStore
+from provanchor.index.sync import Indexer
+from provanchor.ipfs.cid import CID
+from provanchor.ipfs.unixfs import cid_for_bytes
+from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data, parse_mode
+from provanchor.ml.dataset import (
+    Fingerprint,
+    LeafArray,
+    MembershipProof,
+    fingerprint_file,
+    fingerprint_samples,
+    prove_membership,
+    schema_digest_of,
+)
+from provanchor.ml.environment import code_files, environment, git_state, hash_regular_file
+from provanchor.ml.events import (
+    WIRE_VERSION,
+    Event,
+    ParentLink,
+    event_location,
+    hyperparameters_wire,
+    metrics_wire,
+    parse_event,
+    parse_event_id,
+)
+from provanchor.ml.trace import Trace, find_event, trace_event
+from provanchor.pipeline.recorder import RecordRef, default_host_id
+from provanchor.pipeline.session import AgentSession
+from provanchor.records import (
+    Capture,
+    CaptureBackend,
+    Change,
+    CodeIdentity,
+    ContentRef,
+    Op,
+    decode_record,
+    file_location,
+    identify_command,
+    parse_file_location,
+)
+from provanchor.verify.report import Report
+
+__all__ = ["HMAC_KEY_ENV", "RUN_ID_ENV", "Receipt", "Tracker", "TrainingRun"]
+
+RUN_ID_ENV = "PROVANCHOR_RUN_ID"
+"""Set by `provanchor run` for its child: the run every ML record of that process belongs to."""
+HMAC_KEY_ENV = "PROVANCHOR_ML_HMAC_KEY"
+"""Hex of the operator's HMAC key for inference commitments (else keys/ml-hmac.key in the data directory)."""
+PASSWORD_FILE_ENV = "PROVANCHOR_PASSWORD_FILE"
+
+_ML_CAPTURE = Capture(backend=CaptureBackend.ML, attributed=True, reason=None)
+
+EventRef = Event | str
+"""A parent as callers give it: an Event a tracker returned, or a record id (CID string)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An inference receipt: where it is in the log, and the commitments (with salts, which stay off-ledger)."""
+
+    record_id: str
+    seq: int
+    model: str
+    input: DataCommitment
+    output: DataCommitment
+
+    def __str__(self) -> str:
+        return self.record_id
+
+
+@dataclass
+class TrainingRun:
+    """A training run being timed; recorded when it finishes (``finish``, its ``with`` block, or use as a parent)."""
+
+    tracker: Tracker
+    name: str
+    version: str
+    datasets: tuple[ParentLink, ...]
+    hyperparameters: dict[str, object]
+    hyperparameters_file: dict[str, object] | None
+    code: list[dict[str, object]]
+    git: dict[str, object] | None
+    started_ns: int
+    event: Event | None = None
+    metrics: dict[str, object] = field(default_factory=dict)
+
+    def finish(self, metrics: Mapping[str, object] | None = None, status: str = "completed") -> Event:
+        """Record the run now (idempotent: a finished run returns its event)."""
+        if self.event is None:
+            if metrics:
+                self.metrics = metrics_wire(metrics)
+            self.event = self.tracker._record_training(self, status)
+        return self.event
+
+    @property
+    def record_id(self) -> str:
+        return self.finish().record_id
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.finish(status="failed" if kind is not None else "completed")
+
+
+class Tracker:
+    """Records ML lifecycle events as one agent; traces and verifies them through the local index."""
+
+    def __init__(
+        self,
+        session: AgentSession,
+        *,
+        host: str | None = None,
+        run_id: str | None = None,
+        hmac_key: bytes | None = None,
+        index_path: str | os.PathLike[str] | None = None,
+        owns_session: bool = False,
+    ) -> None:
+        self.session = session
+        self.home = session.home
+        self.host = host or default_host_id()
+        self.run_id = run_id if run_id is not None else (os.environ.get(RUN_ID_ENV) or None)
+        self.index_path = Path(index_path) if index_path else self.home.root / "index.sqlite"
+        self._hmac_key = hmac_key
+        self._owns_session = owns_session
+        self._known: dict[str, Event] = {}
+        self._user = _user()
+        self._uid = os.getuid()
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def open(
+        cls,
+        home: Home,
+        *,
+        password: str | None = None,
+        password_file: str | None = None,
+        background: bool = True,
+        batch_size: int = 1024,
+        interval: float = 1.0,
+        **options: Any,
+    ) -> Tracker:
+        """A tracker with its own session on ``home``; ``background`` anchors as it goes."""
+        session = AgentSession.open(
+            home, password=password, password_file=password_file, batch_size=batch_size, interval=interval
+        )
+        try:
+            tracker = cls(session, owns_session=True, **options)
+        except BaseException:
+            session.close()
+            raise
+        if background:
+            session.start()
+        return tracker
+
+    @classmethod
+    def from_network(
+        cls,
+        home: str | os.PathLike[str] | Home | None = None,
+        *,
+        password: str | None = None,
+        password_file: str | None = None,
+        **options: Any,
+    ) -> Tracker:
+        """The configured agent on the configured network: ``$PROVANCHOR_HOME`` (else ``~/.provanchor``),
+        the keystore password from ``password``, ``password_file``, ``$PROVANCHOR_PASSWORD_FILE`` or
+        ``$PROVANCHOR_PASSWORD``."""
+        resolved = home if isinstance(home, Home) else Home.resolve(home)
+        if password is None and password_file is None:
+            password_file = os.environ.get(PASSWORD_FILE_ENV) or None
+        return cls.open(resolved, password=password, password_file=password_file, **options)
+
+    def close(self, flush: bool = True) -> None:
+        """Anchor what is pending (unless ``flush`` is False), then release the session if it is ours."""
+        try:
+            if flush and self.session.spool.count_unbatched():
+                self.session.flush()
+        finally:
+            if self._owns_session:
+                self.session.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(flush=True)
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Store and anchor every event recorded so far (trace and verify read anchored events only)."""
+        self.session.flush(timeout=timeout)
+
+    # ------------------------------------------------------------ events
+
+    def dataset(
+        self,
+        name: str,
+        version: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        samples: Iterable[bytes] | None = None,
+        split: str | None = None,
+        header: bool | None = None,
+        schema: object = None,
+        keep_leaves: bool = True,
+    ) -> Event:
+        """Fingerprint a dataset (a file, or ``samples`` in memory) and record it.
+
+        ``keep_leaves`` saves the rows' leaf hashes under the data directory so
+        that ``prove_sample`` works without re-reading the data (32 bytes a row).
+        """
+        _check_label(name, "dataset name")
+        _check_label(version, "dataset version")
+        if (path is None) == (samples is None):
+            raise DatasetNotFound("a dataset is either a path or samples: give exactly one")
+        if path is not None:
+            fp = fingerprint_file(path, header=header, keep_leaves=keep_leaves)
+            real = Path(path).expanduser().resolve()
+            location = file_location(self.host, real)
+            after = (
+                ContentRef(sha256=fp.sha256, size=fp.size) if fp.sha256 is not None and fp.size is not None else None
+            )
+        else:
+            assert samples is not None
+            fp = fingerprint_samples(samples, keep_leaves=keep_leaves)
+            location = event_location(self.host, Op.DATASET, name, version)
+            after = None
+        schema_digest = schema_digest_of(schema) if schema is not None else fp.schema_digest
+        payload = self._payload(
+            Op.DATASET,
+            (),
+            name=name,
+            version=version,
+            split=split,
+            rows=fp.rows,
+            digest=fp.digest,
+            row_format=fp.row_format,
+            header=fp.header,
+            schema_digest=schema_digest,
+        )
+        if fp.leaves is not None:
+            self._keep_leaves(fp)
+        return self._record(Op.DATASET, location, payload, after=after)
+
+    def training(
+        self,
+        model: str,
+        version: str,
+        datasets: Sequence[EventRef],
+        hyperparameters: Mapping[str, object] | None = None,
+        code: Sequence[str | os.PathLike[str]] = (),
+        *,
+        hyperparameters_file: str | os.PathLike[str] | None = None,
+    ) -> TrainingRun:
+        """Start timing a training run of ``model`` on ``datasets``; it is recorded when it finishes.
+
+        ``hyperparameters_file`` (a config file) is hashed too, so verify notices if it is edited later.
+        """
+        _check_label(model, "model name")
+        _check_label(version, "model version")
+        if not datasets:
+            raise UnknownParent("a training run needs at least one dataset event")
+        links = tuple(self._parent(ref, Op.DATASET, "a training run's dataset") for ref in datasets)
+        params = hyperparameters_wire(hyperparameters or {})
+        params_file: dict[str, object] | None = None
+        if hyperparameters_file is not None:
+            real, digest, _ = hash_regular_file(hyperparameters_file, "hyperparameters")
+            params_file = {"path": str(real), "sha256": digest}
+        return TrainingRun(
+            self, model, version, links, params, params_file, code_files(code), git_state(code), time.time_ns()
+        )
+
+    def _record_training(self, run: TrainingRun, status: str) -> Event:
+        payload = self._payload(
+            Op.TRAINING,
+            run.datasets,
+            name=run.name,
+            version=run.version,
+            hyperparameters=run.hyperparameters,
+            hyperparameters_file=run.hyperparameters_file,
+            code=run.code,
+            git=run.git,
+            environment=environment(),
+            started_ns=run.started_ns,
+            ended_ns=time.time_ns(),
+            status=status,
+            metrics=run.metrics,
+        )
+        location = event_location(self.host, Op.TRAINING, run.name, run.version)
+        return self._record(Op.TRAINING, location, payload, time_ns=run.started_ns, code=_process_code())
+
+    def model(
+        self,
+        run: TrainingRun | EventRef,
+        path: str | os.PathLike[str],
+        *,
+        architecture: object = None,
+        name: str | None = None,
+        version: str | None = None,
+        store: bool = False,
+    ) -> Event:
+        """Record the trained parameters file, linked to its run (finishing the run if it still runs).
+
+        ``architecture`` (a description: text, bytes or a map) is stored as its digest.
+        ``store`` also puts the file on IPFS with the record's batch.
+        """
+        if isinstance(run, TrainingRun):
+            run = run.finish()
+        link = self._parent(run, Op.TRAINING, "a model's training run")
+        training = self._known.get(link.record_id)
+        name = name or (training.name if training else None)
+        version = version or (training.version if training else None)
+        if name is None or version is None:
+            raise UnknownParent(f"training run {link.record_id} does not say the model's name and version")
+        real, digest, size = hash_regular_file(path, "model")
+        content = real.read_bytes() if store else None
+        after = ContentRef(sha256=digest, size=size, cid=CID.parse(cid_for_bytes(content)) if content else None)
+        payload = self._payload(
+            Op.MODEL,
+            (link,),
+            name=name,
+            version=version,
+            architecture_digest=None if architecture is None else schema_digest_of(architecture),
+            format=real.suffix.lstrip(".") or None,
+        )
+        return self._record(Op.MODEL, file_location(self.host, real), payload, after=after, content=content)
+
+    def evaluation(
+        self, model: EventRef, dataset: EventRef, metrics: Mapping[str, object], *, split: str | None = None
+    ) -> Event:
+        """Record metrics of ``model`` on ``dataset`` (numbers only; stored as decimal strings)."""
+        model_link = self._parent(model, Op.MODEL, "an evaluation's model")
+        data_link = self._parent(dataset, Op.DATASET, "an evaluation's dataset")
+        values = metrics_wire(metrics)
+        model_event = self._known[model_link.record_id]
+        dataset_event = self._known[data_link.record_id]
+        split = split if split is not None else _text_or_none(dataset_event.payload.get("split"))
+        name, version = model_event.name or "model", model_event.version or "unknown"
+        payload = self._payload(
+            Op.EVALUATION, (model_link, data_link), name=name, version=version, split=split, metrics=values
+        )
+        return self._record(Op.EVALUATION, event_location(self.host, Op.EVALUATION, name, version), payload)
+
+    def inference(
+        self,
+        model: EventRef,
+        input: bytes,
+        output: bytes,
+        *,
+        commitment: CommitMode | str = CommitMode.SHA256,
+        store: bool = False,
+    ) -> Receipt:
+        """Record one inference receipt; input and output are kept only as commitments unless ``store``."""
+        return self.inferences(model, [(input, output)], commitment=commitment, store=store)[0]
+
+    def inferences(
+        self,
+        model: EventRef,
+        pairs: Iterable[tuple[bytes, bytes]],
+        *,
+        commitment: CommitMode | str = CommitMode.SHA256,
+        store: bool = False,
+    ) -> list[Receipt]:
+        """Record many receipts at once: they share the spool's group commits (much faster than one by one)."""
+        mode = parse_mode(commitment)
+        key = self.hmac_key() if mode is CommitMode.HMAC else None
+        link = self._parent(model, Op.MODEL, "an inference's model")
+        model_event = self._known[link.record_id]
+        name, version = model_event.name or "model", model_event.version or "unknown"
+        location = event_location(self.host, Op.INFERENCE, name, version)
+        pending: list[tuple[Future[RecordRef], DataCommitment, DataCommitment]] = []
+        for given_input, given_output in pairs:
+            committed_in = commit_data(given_input, mode, key=key, store=store)
+            committed_out = commit_data(given_output, mode, key=key, store=store)
+            payload = self._payload(
+                Op.INFERENCE,
+                (link,),
+                name=name,
+                version=version,
+                input=committed_in.to_wire(),
+                output=committed_out.to_wire(),
+            )
+            change = self._change(Op.INFERENCE, location, payload)
+            pending.append((self.session.recorder.submit(change, None, fill_before=False), committed_in, committed_out))
+        return [
+            Receipt(ref.record_id, ref.seq, link.record_id, committed_in, committed_out)
+            for ref, committed_in, committed_out in ((f.result(), i, o) for f, i, o in pending)
+        ]
+
+    # ------------------------------------------------------------ proofs, trace, verify
+
+    def prove_sample(self, dataset: EventRef, sample: bytes) -> MembershipProof:
+        """A membership proof of ``sample`` in ``dataset`` that any auditor can check (NotAMember if absent)."""
+        link = self._parent(dataset, Op.DATASET, "a membership proof's dataset")
+        event = self._known[link.record_id]
+        digest = event.payload.get("digest")
+        if not isinstance(digest, bytes):
+            raise MlError(f"dataset {link.record_id} carries no digest")
+        leaves = self._leaves_of(event, digest)
+        return prove_membership(link.record_id, leaves, digest, sample)
+
+    def trace(self, event: EventRef) -> Trace:
+        """The chain of parents from ``event`` back to its datasets, leaf first (anchors pending events first)."""
+        with self._synced_index() as store:
+            return trace_event(store, event if isinstance(event, str) else event.record_id)
+
+    def verify(self, event: EventRef, *, check_files: bool = True) -> Report:
+        """Verify every event on ``event``'s trace and the files still on disk (see provanchor.ml.verify)."""
+        from provanchor.ml.verify import verify_event
+
+        with self._synced_index() as store:
+            return verify_event(
+                store,
+                self.session.network,
+                event if isinstance(event, str) else event.record_id,
+                check_files=check_files,
+            )
+
+    def hmac_key(self) -> bytes:
+        """The operator's HMAC key: given, else ``$PROVANCHOR_ML_HMAC_KEY`` (hex), else keys/ml-hmac.key (made once)."""
+        if self._hmac_key is not None:
+            return self._hmac_key
+        env = os.environ.get(HMAC_KEY_ENV)
+        if env:
+            try:
+                self._hmac_key = bytes.fromhex(env.strip())
+            except ValueError:
+                raise UnsupportedCommitment(f"${HMAC_KEY_ENV} must be hex") from None
+            return self._hmac_key
+        path = self.home.keys_dir / "ml-hmac.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(os.urandom(32).hex() + "\n")
+        self._hmac_key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        return self._hmac_key
+
+    # ------------------------------------------------------------ internals
+
+    def _payload(self, kind: Op, parents: Iterable[ParentLink], **fields: object) -> dict[str, object]:
+        return {"ml": WIRE_VERSION, "kind": kind.value, "parents": [p.to_wire() for p in parents], **fields}
+
+    def _change(
+        self,
+        kind: Op,
+        location: str,
+        payload: dict[str, object],
+        *,
+        after: ContentRef | None = None,
+        time_ns: int | None = None,
+        code: CodeIdentity | None = None,
+    ) -> Change:
+        return Change(
+            time=time_ns if time_ns is not None else time.time_ns(),
+            host=self.host,
+            location=location,
+            op=kind,
+            capture=_ML_CAPTURE,
+            user=self._user,
+            uid=self._uid,
+            after=after,
+            code=code,
+            pid=self._pid,
+            run=self.run_id,
+            payload=payload,
+        )
+
+    def _record(
+        self,
+        kind: Op,
+        location: str,
+        payload: dict[str, object],
+        *,
+        after: ContentRef | None = None,
+        content: bytes | None = None,
+        time_ns: int | None = None,
+        code: CodeIdentity | None = None,
+    ) -> Event:
+        change = self._change(kind, location, payload, after=after, time_ns=time_ns, code=code)
+        ref = self.session.recorder.record(change, content, fill_before=False)
+        spooled = self.session.spool.record_by_seq(ref.seq)
+        if spooled is None or spooled.hash != ref.hash:  # another process shares the spool: find ours by seq
+            raise MlError(f"recorded {kind.value} event {ref.record_id} is not in the spool")
+        event = parse_event(decode_record(spooled.data))
+        self._known[event.record_id] = event
+        return event
+
+    def _parent(self, ref: object, kind: Op, role: str) -> ParentLink:
+        """A parent link, checked: the event exists (here or in the index) and is of ``kind``."""
+        if isinstance(ref, TrainingRun):
+            ref = ref.finish()
+        if isinstance(ref, Receipt):
+            ref = ref.record_id
+        if not isinstance(ref, Event | str):
+            raise UnknownParent(f"{role} must be an event or an event id, got {type(ref).__name__}")
+        if isinstance(ref, Event):
+            event = ref
+            self._known.setdefault(event.record_id, event)
+        else:
+            try:
+                cid = parse_event_id(ref)
+            except UnknownEvent as exc:
+                raise UnknownParent(f"{role}: {exc}") from None
+            event = self._known.get(cid.encode()) or self._lookup(cid, role)
+        if event.kind is not kind:
+            raise WrongParentKind(f"{role} must be a {kind.value} event; {event.record_id} is a {event.kind.value}")
+        return ParentLink(kind, event.record.cid)
+
+    def _lookup(self, cid: CID, role: str) -> Event:
+        """An event recorded elsewhere (another process or agent): it must be anchored and indexed."""
+        with self._synced_index() as store:
+            found, problem = find_event(store, cid)
+        if found is None:
+            reason = problem or "not recorded by this tracker and not in the index (anchored and synced?)"
+            raise UnknownParent(f"{role}: unknown parent event {cid.encode()}: {reason}")
+        self._known[found.event.record_id] = found.event
+        return found.event
+
+    def _synced_index(self) -> IndexStore:
+        """The index, brought up to date: pending events anchored first, then the chain followed."""
+        if self.session.spool.count_unbatched() or self.session.spool.batches(("cut", "stored", "sent")):
+            self.session.flush()
+        store = IndexStore.open(self.index_path, must_exist=False)
+        try:
+            Indexer(store, self.session.network).sync()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    # ------------------------------------------------------------ leaves for proofs
+
+    def _leaves_path(self, digest: bytes) -> Path:
+        return self.home.root / "ml" / "leaves" / f"{digest.hex()}.leaves"
+
+    def _keep_leaves(self, fp: Fingerprint) -> None:
+        assert fp.leaves is not None
+        path = self._leaves_path(fp.digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(fp.leaves.packed)
+            os.replace(tmp, path)
+
+    def _leaves_of(self, event: Event, digest: bytes) -> LeafArray:
+        """The dataset's leaves: the saved ones if they still rebuild the digest, else the file re-read."""
+        from provanchor import merkle
+
+        path = self._leaves_path(digest)
+        if path.exists():
+            leaves = LeafArray(path.read_bytes())
+            if merkle.root(leaves) == digest:
+                return leaves
+        location = event.record.location
+        if isinstance(location, str) and location.startswith("file://"):
+            _, file_path = parse_file_location(location)
+            header = event.payload.get("header")
+            try:
+                fp = fingerprint_file(file_path, header=bool(header), keep_leaves=True)
+            except DatasetNotFound as exc:
+                raise MlError(f"dataset {event.record_id}: rows unavailable for a proof ({exc})") from None
+            if fp.digest == digest and fp.leaves is not None:
+                self._keep_leaves(fp)
+                return fp.leaves
+            raise MlError(f"dataset {event.record_id}: {file_path} changed since it was recorded; cannot prove")
+        raise MlError(f"dataset {event.record_id}: its rows are not available here (no saved leaves, no file)")
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser() or None
+    except (KeyError, OSError):
+        return None
+
+
+def _process_code() -> CodeIdentity | None:
+    """This process's code identity (interpreter and script), as `provanchor run` would record it."""
+    try:
+        return identify_command(sys.executable, [sys.executable, *sys.argv], os.getcwd())
+    except Exception:  # an identity is a bonus; a training record must not fail for it
+        return None
+
+
+def _check_label(value: object, what: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise MlError(f"{what} must be a non-empty string, got {value!r:.40}")
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
