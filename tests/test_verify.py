@@ -104,3 +104,183 @@ def test_verify_agent_whole_log_with_and_without_index_hint(
         report = verify_agent(ctx, agent)
         assert report.ok, report.render()
         assert report.facts["index_hint"] == {"served": 10, "refused": 0}
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def trust(network: NetworkDescriptor) -> list[str]:
+    return ["--rpc", network.rpc_url, "--contract", network.contract, "--ipfs", network.ipfs_api]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # No data directory at all: the trust base is on the command line.
+    env = {k: v for k, v in os.environ.items() if k != "PROVANCHOR_HOME"}
+    env["PROVANCHOR_HOME"] = "/nonexistent/provanchor-home"
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_cli_verify_record_and_agent_json(network: NetworkDescriptor, honest: dict[str, object]) -> None:
+    ids = honest["ids"]
+    assert isinstance(ids, list)
+    done = cli("verify", "record", ids[3], *trust(network), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["ok"] is True and data["checks"]
+    assert all(set(c) == {"name", "ok", "detail"} and c["ok"] for c in data["checks"])
+    assert data["facts"]["seq"] == 3
+    readable = cli("verify", "agent", str(honest["agent"]), *trust(network))
+    assert readable.returncode == 0, readable.stdout + readable.stderr
+    assert "PASS" in readable.stdout and readable.stdout.rstrip().endswith("OK: every check passed")
+
+
+@pytest.fixture(scope="module")
+def tracked(net_home: Home, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A file recorded twice, and a run whose output is recorded with the run id."""
+    root = tmp_path_factory.mktemp("tracked")
+    home, _ = enroll_agent(net_home, root / "agent", "tracked", PASSWORD)
+    work = root / "work"
+    work.mkdir()
+    data_file = work / "data.csv"
+    output = work / "out.txt"
+    script = work / "step.py"
+    script.write_text("print('step')\n")
+    run_id = "run-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    from provanchor.records import identify_command
+
+    code = identify_command(sys.executable, [sys.executable, str(script)], str(work))
+    with AgentSession.open(home, password=PASSWORD, batch_size=16) as session:
+        for i, text in enumerate((b"v1\n", b"v2\n")):
+            data_file.write_bytes(text)
+            session.record(content_change(file_location("h1", str(data_file)), text, T0 + i * 10**9), text)
+        output.write_bytes(b"result\n")
+        out_location = file_location("h1", str(output))
+        write = content_change(out_location, b"result\n", T0 + 5 * 10**9, run=run_id)
+        session.record(Change(**{**write.__dict__, "code": code}), b"result\n")
+        digest = hashlib.sha256(b"result\n").digest()
+        payload: dict[str, object] = {
+            "run_id": run_id,
+            "argv": [sys.executable, str(script)],
+            "cwd": str(work),
+            "inputs": [],
+            "outputs": [{"location": out_location, "sha256": digest, "size": 7, "cid": None}],
+            "code_files": [],
+            "env": {"sha256": "0" * 64, "names": []},
+            "exit_code": 0,
+        }
+        session.record(
+            Change(
+                time=T0 + 4 * 10**9,
+                host="h1",
+                location=f"run://h1/{run_id}",
+                op=Op.RUN,
+                capture=Capture(backend=CaptureBackend.RUN, attributed=True),
+                code=code,
+                run=run_id,
+                payload=payload,
+            )
+        )
+        session.flush()
+    return {"file": data_file, "run": run_id, "output": output}
+
+
+def test_verify_file_reports_the_last_match_after_an_outside_change(
+    network: NetworkDescriptor, tracked: dict[str, object]
+) -> None:
+    data_file = tracked["file"]
+    assert isinstance(data_file, Path)
+    done = cli("verify", "file", str(data_file), *trust(network), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["facts"]["records_found"] == 2
+    # Changed outside the agent's view, back to the first recorded content.
+    data_file.write_bytes(b"v1\n")
+    try:
+        done = cli("verify", "file", str(data_file), "--location", file_location("h1", str(data_file)),
+                   *trust(network), "--json")
+        assert done.returncode == 1
+        data = json.loads(done.stdout)
+        failed = [c for c in data["checks"] if not c["ok"]]
+        assert [c["name"] for c in failed] == ["file matches latest record"]
+        assert "last matched record" in failed[0]["detail"] and data["facts"]["last_matched_record"]
+        data_file.write_bytes(b"never recorded\n")
+        done = cli("verify", "file", str(data_file), *trust(network))
+        assert done.returncode == 1 and "never matched" in done.stdout
+    finally:
+        data_file.write_bytes(b"v2\n")
+
+
+def test_verify_run_checks_code_hash_and_every_output(network: NetworkDescriptor, tracked: dict[str, object]) -> None:
+    done = cli("verify", "run", str(tracked["run"]), *trust(network), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    names = {c["name"] for c in data["checks"]}
+    assert {"run record found", "code hash", "output hashes", "output records authentic", "outputs on disk"} <= names
+    output = tracked["output"]
+    assert isinstance(output, Path)
+    output.write_bytes(b"edited\n")
+    try:
+        done = cli("verify", "run", str(tracked["run"]), *trust(network), "--json")
+        assert done.returncode == 1
+        assert [c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]] == ["outputs on disk"]
+    finally:
+        output.write_bytes(b"result\n")
+    missing = cli("verify", "run", "no-such-run", *trust(network), "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["ok"] is False
+
+
+def test_verify_all_and_audit_bundle_round_trip(
+    network: NetworkDescriptor, honest: dict[str, object], tracked: dict[str, object], tmp_path: Path
+) -> None:
+    done = cli("verify", "all", *trust(network), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(json.loads(done.stdout)["checks"]) >= 2
+    bundle = tmp_path / "alpha.car"
+    exported = cli("audit", "export", "--agent", str(honest["agent"]), "--with-content", "-o", str(bundle),
+                   *trust(network), "--json")
+    assert exported.returncode == 0, exported.stderr
+    summary = json.loads(exported.stdout)
+    assert summary["records"] == 10 and summary["contents"] == 10 and summary["checkpoints"] == 3
+    checked = cli("audit", "verify", str(bundle), "--rpc", network.rpc_url, "--contract", network.contract, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    names = {c["name"] for c in json.loads(checked.stdout)["checks"]}
+    assert {"bundle matches the chain", "inclusion proof", "inclusion proof (contract verifyInclusion)",
+            "signature", "content matches hashes", "checkpoint consistency"} <= names
+    # A selection: one location, a time window.
+    part = tmp_path / "part.car"
+    exported = cli("audit", "export", "--agent", str(honest["agent"]), "--location", "file://h1/data/f1",
+                   "--since", "1700000001", "--until", "1700000008", "-o", str(part), *trust(network), "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["records"] == 3  # seq 1, 4, 7
+    checked = cli("audit", "verify", str(part), "--rpc", network.rpc_url, "--contract", network.contract)
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_bad_input_is_one_line_and_never_a_pass(
+    network: NetworkDescriptor, honest: dict[str, object], tmp_path: Path
+) -> None:
+    ids = honest["ids"]
+    assert isinstance(ids, list)
+    no_code = "0x" + "12" * 20
+    garbage = tmp_path / "garbage.car"
+    garbage.write_bytes(b"this is not a CAR file at all")
+    bundle = tmp_path / "full.car"
+    assert cli("audit", "export", "--agent", str(honest["agent"]), "-o", str(bundle), *trust(network)).returncode == 0
+    truncated = tmp_path / "truncated.car"
+    truncated.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    cases = [
+        (["verify", "record", ids[0], "--rpc", network.rpc_url, "--contract", no_code, "--ipfs", network.ipfs_api],
+         "no contract code"),
+        (["verify", "record", ids[0], "--rpc", "http://127.0.0.1:9", "--contract", network.contract,
+          "--ipfs", network.ipfs_api], "does not answer"),
+        (["verify", "record", "not-a-cid", *trust(network)], "not a record id"),
+        (["verify", "agent", "0x123", *trust(network)], "not an agent address"),
+        (["verify", "record", ids[0], "--rpc", network.rpc_url, "--contract", network.contract], "block source"),
+        (["audit", "verify", str(garbage), "--rpc", network.rpc_url, "--contract", network.contract], "car"),
+        (["audit", "verify", str(truncated), "--rpc", network.rpc_url, "--contract", network.contract], "truncated"),
+    ]
+    for args, needle in cases:
+        done = cli(*args)
+        assert done.returncode != 0, args
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert needle in done.stderr.lower(), done.stderr
+        assert "OK" not in done.stdout
