@@ -24,7 +24,7 @@ from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.manifest import Manifest, PreviousCheckpoint, build_manifest
 from provanchor.records import Change, Eip712Domain, Record, RecordSigner
 
-__all__ = ["Entry", "LogWriter"]
+__all__ = ["Entry", "LogWriter", "Staged"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,21 @@ class Entry:
         return CID.for_block(DAG_CBOR, self.data)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A checkpoint ready to anchor: its index, the tree after it, its manifest, its consistency proof."""
+
+    index: int
+    tree: merkle.CompactRange
+    manifest: Manifest
+    proof: list[bytes]
+
+
 class LogWriter:
     """An agent's log written directly: records, manifests, IPFS blocks and anchors."""
 
     def __init__(self, ledger: LedgerClient, ipfs: IpfsClient | None, account: LocalAccount) -> None:
+        self.account = account
         self.ledger = ledger.with_account(account)
         self.ipfs = ipfs
         self.agent = str(account.address).lower()
@@ -62,30 +73,32 @@ class LogWriter:
         self.prev_hash = record.hash
         return Entry(record.canonical, self.signer.sign(record.hash))
 
-    def publish(
+    def stage(
         self,
         entries: Sequence[Entry],
         leaves: Sequence[bytes] | None = None,
         store: bool = True,
         extra_blocks: Sequence[tuple[CID, bytes]] = (),
-    ) -> AnchorResult:
-        """Anchor the next checkpoint: the manifest lists `entries`, the tree gets `leaves`.
+    ) -> Staged:
+        """Prepare the next checkpoint: the manifest lists `entries`, the tree gets `leaves`.
 
         `leaves` defaults to the entries' leaves (an honest batch). The blocks
-        go to IPFS unless `store` is False (the manifest always does).
+        go to IPFS now unless `store` is False (the manifest always does).
+        Nothing changes in this writer until `commit`, so a refused anchor
+        leaves it where it was.
         """
         new_leaves = list(leaves) if leaves is not None else [merkle.leaf_hash(e.cid.digest) for e in entries]
-        start = self.tree.size
-        proof = self.tree.consistency_proof_to(new_leaves) if start else []
-        self.tree.extend(new_leaves)
-        root = self.tree.root()
+        tree = merkle.CompactRange.from_state(self.tree.size, self.tree.hashes)
+        proof = tree.consistency_proof_to(new_leaves) if tree.size else []
+        start = tree.size
+        tree.extend(new_leaves)
         manifest = build_manifest(
             self.agent,
             self.chain_id,
             self.ledger.address,
             self.checkpoint,
             start,
-            root,
+            tree.root(),
             [e.cid for e in entries],
             [e.signature for e in entries],
             self.previous,
@@ -93,8 +106,31 @@ class LogWriter:
         if self.ipfs is not None:
             blocks = [(e.cid, e.data) for e in entries] if store else []
             self.ipfs.put_blocks([*blocks, *extra_blocks, (manifest.cid, manifest.encode())])
-        result = self.ledger.anchor(self.tree.size, root, manifest.cid.to_bytes(), proof, index=self.checkpoint)
-        self.previous = PreviousCheckpoint(self.checkpoint, self.tree.size, root, manifest.cid)
-        self.manifests.append(manifest)
-        self.checkpoint += 1
+        return Staged(self.checkpoint, tree, manifest, proof)
+
+    def send(self, staged: Staged) -> str:
+        """Broadcast the anchor of a staged checkpoint without waiting for it."""
+        tree = staged.tree
+        return self.ledger.send_anchor(
+            tree.size, tree.root(), staged.manifest.cid.to_bytes(), staged.proof, index=staged.index
+        )
+
+    def commit(self, staged: Staged) -> None:
+        """The staged checkpoint is anchored: continue the log after it."""
+        self.tree = staged.tree
+        self.previous = PreviousCheckpoint(staged.index, staged.tree.size, staged.tree.root(), staged.manifest.cid)
+        self.manifests.append(staged.manifest)
+        self.checkpoint = staged.index + 1
+
+    def publish(
+        self,
+        entries: Sequence[Entry],
+        leaves: Sequence[bytes] | None = None,
+        store: bool = True,
+        extra_blocks: Sequence[tuple[CID, bytes]] = (),
+    ) -> AnchorResult:
+        """Stage, anchor and wait: the contract's refusal is raised (ContractError) and nothing is committed."""
+        staged = self.stage(entries, leaves, store, extra_blocks)
+        result = self.ledger.wait_anchor(self.send(staged))
+        self.commit(staged)
         return result
