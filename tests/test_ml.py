@@ -30,6 +30,7 @@ from provanchor.errors import (
     NotAMember,
     UnknownParent,
     UnsupportedCommitment,
+    UsageError,
     WrongParentKind,
 )
 from provanchor.home import Home
@@ -320,13 +321,13 @@ def test_hmac_commitments_open_only_with_the_right_key(scenario: Scenario) -> No
     trace = scenario.tracker.trace(receipt.record_id)
     anchored = trace.nodes[0].event
     assert anchored is not None
-    committed = DataCommitment.from_wire(anchored.payload["input"])
+    committed = DataCommitment.from_wire(anchored.receipts[0]["input"])
     assert committed.mode.value == "hmac" and committed.data is None  # the raw input is not in the record
     assert committed.verify(scenario.inputs[4], key=HMAC_KEY)
     assert not committed.verify(scenario.inputs[4], key=bytes(32))
     assert not committed.verify(scenario.inputs[4])  # no key, no answer
     assert not committed.verify(scenario.inputs[5], key=HMAC_KEY)
-    output = DataCommitment.from_wire(anchored.payload["output"])
+    output = DataCommitment.from_wire(anchored.receipts[0]["output"])
     assert output.verify(scenario.outputs[4], key=HMAC_KEY) and not output.verify(scenario.outputs[4], key=b"k" * 32)
     assert receipt.input.digest == committed.digest
 
@@ -411,3 +412,24 @@ def test_a_training_script_under_provanchor_run_links_to_the_run_record(scenario
     assert training.event is not None and training.event.record.run == result["run_id"]
     assert training.run_record == result["record_id"]
     assert scenario.tracker.verify(model_id).ok
+
+
+def test_batched_receipts_are_named_traced_and_verified_one_by_one(scenario: Scenario) -> None:
+    pairs = [(f"in {i}".encode(), f"out {i}".encode()) for i in range(250)]
+    receipts = scenario.tracker.inferences(scenario.model, pairs, commitment="hmac", per_record=100)
+    assert len(receipts) == 250 and len({r.record_id for r in receipts}) == 3
+    last = receipts[-1]
+    assert last.id == f"{last.record_id}#49" and last.index == 49
+    trace = scenario.tracker.trace(last.id)
+    assert trace.root == last.id and [n.kind for n in trace.nodes][:2] == [Op.INFERENCE, Op.MODEL]
+    anchored = trace.nodes[0].event
+    assert anchored is not None and len(anchored.receipts) == 50
+    assert DataCommitment.from_wire(anchored.receipts[49]["output"]).verify(b"out 249", key=HMAC_KEY)
+    assert scenario.tracker.verify(last.id).ok
+    done = cli(scenario.home, "ml", "trace", receipts[7].id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["receipt"]["index"] == 7
+    beyond = cli(scenario.home, "ml", "trace", f"{last.record_id}#50")
+    assert beyond.returncode != 0 and "no receipt #50" in beyond.stderr
+    with pytest.raises(UsageError, match="per_record"):
+        scenario.tracker.inferences(scenario.model, pairs, per_record=5000)

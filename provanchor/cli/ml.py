@@ -64,10 +64,10 @@ def ml() -> None:
 @click.pass_context
 def trace(ctx: click.Context, event_id: str, index_path: str | None, no_sync: bool, as_json: bool) -> None:
     """The chain of parents from EVENT_ID (a record CID) back to the datasets, leaf first."""
-    from provanchor.ml.events import parse_event_id
+    from provanchor.ml.events import split_event_id
     from provanchor.ml.trace import trace_event
 
-    parse_event_id(event_id)  # bad input fails before any connection
+    split_event_id(event_id)  # bad input fails before any connection
     store, _ = _open_index(ctx, index_path, no_sync)
     with store:
         result = trace_event(store, event_id)
@@ -108,10 +108,10 @@ def verify(
 
     Exit code 0 exactly when every check passed.
     """
-    from provanchor.ml.events import parse_event_id
+    from provanchor.ml.events import split_event_id
     from provanchor.ml.verify import verify_event
 
-    parse_event_id(event_id)
+    split_event_id(event_id)
     store, network = _open_index(ctx, index_path, no_sync)
     with store:
         report = verify_event(store, network, event_id, check_files=not no_files)

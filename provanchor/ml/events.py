@@ -19,6 +19,12 @@ parents each kind has:
 | `evaluation` | the model, the dataset | ml://HOST/evaluation/NAME/VER  | null                   |
 | `inference`  | the model              | ml://HOST/inference/NAME/VER   | null                   |
 
+An inference record carries ``receipts``: a list of 1 to 1,024
+``{"input": commitment, "output": commitment}`` maps (provanchor.ml.commitments).
+One receipt per record is the default; batching many in one record shares
+its signature, block and log leaf. A receipt in a batch is named
+``RECORD_ID#INDEX``.
+
 Numbers that are not integers (metrics, learning rates) are decimal strings
 (records admit no floats, docs/record-format.md section 2.1): a float becomes
 its shortest round-trip ``repr``, so ``0.91`` is stored as ``"0.91"``.
@@ -38,6 +44,7 @@ from provanchor.records import Op, Record
 
 __all__ = [
     "KINDS",
+    "MAX_RECEIPTS_PER_RECORD",
     "PARENT_KINDS",
     "WIRE_VERSION",
     "Event",
@@ -48,9 +55,13 @@ __all__ = [
     "metrics_wire",
     "parse_event",
     "parse_event_id",
+    "receipt_id",
+    "split_event_id",
 ]
 
 WIRE_VERSION = 1
+MAX_RECEIPTS_PER_RECORD = 1024
+"""Receipts one inference record may carry (about 110 bytes each on the wire: records stay near 100 KiB)."""
 KINDS: tuple[Op, ...] = (Op.DATASET, Op.TRAINING, Op.MODEL, Op.EVALUATION, Op.INFERENCE)
 
 PARENT_KINDS: dict[Op, tuple[Op, ...]] = {
@@ -104,8 +115,29 @@ class Event:
     def hash(self) -> bytes:
         return self.record.hash
 
+    @property
+    def receipts(self) -> list[dict[str, object]]:
+        """An inference record's receipts (each ``{"input": commitment, "output": commitment}``)."""
+        value = self.payload.get("receipts")
+        return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
     def __str__(self) -> str:
         return self.record_id
+
+
+def receipt_id(record_id: str, index: int) -> str:
+    """The id of receipt ``index`` in a record that batches several: ``RECORD_ID#INDEX``."""
+    return f"{record_id}#{index}"
+
+
+def split_event_id(text: object) -> tuple[CID, int | None]:
+    """An event id and, for a batched receipt (``RECORD_ID#INDEX``), the receipt's index."""
+    if isinstance(text, str) and "#" in text:
+        head, _, tail = text.strip().partition("#")
+        if not tail.isdigit() or len(tail) > 6:
+            raise UnknownEvent(f"a receipt id is RECORD_ID#INDEX with a decimal index, got {text!r:.80}")
+        return parse_event_id(head), int(tail)
+    return parse_event_id(text), None
 
 
 def parse_event_id(text: object) -> CID:
@@ -146,6 +178,18 @@ def parse_event(record: Record) -> Event:
     missing = [k.value for k in PARENT_KINDS[record.op] if k not in {p.kind for p in parents}]
     if missing:
         raise RecordError(f"record {record.cid.encode()}: a {record.op.value} needs a {missing[0]} parent")
+    if record.op is Op.INFERENCE:
+        receipts = payload.get("receipts")
+        if (
+            not isinstance(receipts, list)
+            or not 1 <= len(receipts) <= MAX_RECEIPTS_PER_RECORD
+            or not all(isinstance(r, dict) and set(r) == {"input", "output"} for r in receipts)
+        ):
+            raise RecordError(
+                f"record {record.cid.encode()}: receipts must be 1 to {MAX_RECEIPTS_PER_RECORD} "
+                "maps of input and output",
+                field="payload",
+            )
     return Event(record.cid.encode(), record.op, record, tuple(parents), payload)
 
 

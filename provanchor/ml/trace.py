@@ -18,7 +18,7 @@ from provanchor.errors import RecordError, UnknownEvent
 from provanchor.index.store import IndexStore, record_id
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
-from provanchor.ml.events import KINDS, Event, parse_event, parse_event_id
+from provanchor.ml.events import KINDS, Event, parse_event, split_event_id
 from provanchor.records import Op, decode_record
 
 __all__ = ["Located", "Trace", "TraceNode", "find_event", "find_run_record", "list_models", "trace_event"]
@@ -121,6 +121,8 @@ class Trace:
 
     root: str
     nodes: list[TraceNode]
+    receipt: int | None = None
+    """For a batched receipt's id (``RECORD_ID#INDEX``), the index within the first node's record."""
 
     @property
     def problems(self) -> list[str]:
@@ -134,7 +136,14 @@ class Trace:
         return [node for node in self.nodes if node.kind is kind]
 
     def to_json(self) -> dict[str, object]:
-        return {"event": self.root, "ok": not self.problems, "events": [n.to_json() for n in self.nodes]}
+        data: dict[str, object] = {
+            "event": self.root,
+            "ok": not self.problems,
+            "events": [n.to_json() for n in self.nodes],
+        }
+        if self.receipt is not None and self.nodes and self.nodes[0].event is not None:
+            data["receipt"] = {"index": self.receipt, **_jsonable(self.nodes[0].event.receipts[self.receipt])}  # type: ignore[dict-item]
+        return data
 
 
 def summary(event: Event) -> dict[str, object]:
@@ -153,9 +162,10 @@ def summary(event: Event) -> dict[str, object]:
         out["sha256"] = after.sha256.hex()
         out["size"] = after.size
     if event.kind is Op.INFERENCE:
-        for side in ("input", "output"):
-            wire = p.get(side)
-            out[f"{side}_commitment"] = wire.get("mode") if isinstance(wire, dict) else None
+        receipts = event.receipts
+        out["receipts"] = len(receipts)
+        first = receipts[0].get("input") if receipts else None
+        out["commitment"] = first.get("mode") if isinstance(first, dict) else None
     return out
 
 
@@ -173,7 +183,7 @@ def _jsonable(value: object) -> object:
 
 def trace_event(store: IndexStore, event_id: str | Event) -> Trace:
     """Walk from ``event_id`` to every ancestor; UnknownEvent when the start itself is not an indexed ML event."""
-    start = parse_event_id(event_id)
+    start, receipt = split_event_id(event_id if isinstance(event_id, str) else event_id.record_id)
     found, problem = find_event(store, start)
     if found is None and problem is None:
         raise UnknownEvent(
@@ -181,6 +191,8 @@ def trace_event(store: IndexStore, event_id: str | Event) -> Trace:
         )
     if found is None:
         raise UnknownEvent(f"cannot trace {start.encode()}: {problem}")
+    if receipt is not None and not (found.event.kind is Op.INFERENCE and receipt < len(found.event.receipts)):
+        raise UnknownEvent(f"{start.encode()} has no receipt #{receipt} (a receipt id names an inference record)")
     nodes: dict[str, TraceNode] = {}
     order: list[TraceNode] = []
     queue: deque[tuple[CID, Op, int, str | None]] = deque([(start, found.event.kind, 0, None)])
@@ -205,7 +217,7 @@ def trace_event(store: IndexStore, event_id: str | Event) -> Trace:
             node.run_record = find_run_record(store, event.record.run)
         for parent in event.parents:
             queue.append((parent.id, parent.kind, depth + 1, rid))
-    return Trace(start.encode(), order)
+    return Trace(start.encode() if receipt is None else f"{start.encode()}#{receipt}", order, receipt)
 
 
 def list_models(store: IndexStore) -> list[dict[str, object]]:

@@ -37,6 +37,7 @@ from provanchor.errors import (
     UnknownEvent,
     UnknownParent,
     UnsupportedCommitment,
+    UsageError,
     WrongParentKind,
 )
 from provanchor.home import Home
@@ -56,6 +57,7 @@ from provanchor.ml.dataset import (
 )
 from provanchor.ml.environment import code_files, environment, git_state, hash_regular_file
 from provanchor.ml.events import (
+    MAX_RECEIPTS_PER_RECORD,
     WIRE_VERSION,
     Event,
     ParentLink,
@@ -64,6 +66,7 @@ from provanchor.ml.events import (
     metrics_wire,
     parse_event,
     parse_event_id,
+    receipt_id,
 )
 from provanchor.ml.trace import Trace, find_event, trace_event
 from provanchor.pipeline.recorder import RecordRef, default_host_id
@@ -98,16 +101,27 @@ EventRef = Event | str
 
 @dataclass(frozen=True)
 class Receipt:
-    """An inference receipt: where it is in the log, and the commitments (with salts, which stay off-ledger)."""
+    """An inference receipt: its record, its place in that record, and the commitments.
+
+    ``salt`` values of salted commitments live only here, never in the record.
+    A receipt batched with others (``per_record`` > 1) is named ``RECORD_ID#INDEX``.
+    """
 
     record_id: str
     seq: int
+    index: int
+    batched: bool
     model: str
     input: DataCommitment
     output: DataCommitment
 
+    @property
+    def id(self) -> str:
+        """The receipt's event id, as trace and verify take it."""
+        return receipt_id(self.record_id, self.index) if self.batched else self.record_id
+
     def __str__(self) -> str:
-        return self.record_id
+        return self.id
 
 
 @dataclass
@@ -403,31 +417,49 @@ class Tracker:
         *,
         commitment: CommitMode | str = CommitMode.SHA256,
         store: bool = False,
+        per_record: int = 1,
     ) -> list[Receipt]:
-        """Record many receipts at once: they share the spool's group commits (much faster than one by one)."""
+        """Record many receipts at once; they share the spool's group commits.
+
+        ``per_record`` > 1 puts that many receipts (at most 1,024) in each
+        record: one signature, one IPFS block and one Merkle leaf for all of
+        them, which is what lets receipts outrun the per-record pipeline. Each
+        receipt is still named (``RECORD_ID#INDEX``), traced and verified alone.
+        """
+        if not isinstance(per_record, int) or not 1 <= per_record <= MAX_RECEIPTS_PER_RECORD:
+            raise UsageError(f"per_record must be 1 to {MAX_RECEIPTS_PER_RECORD}, got {per_record!r:.20}")
         mode = parse_mode(commitment)
         key = self.hmac_key() if mode is CommitMode.HMAC else None
         link = self._parent(model, Op.MODEL, "an inference's model")
         model_event = self._known[link.record_id]
         name, version = model_event.name or "model", model_event.version or "unknown"
         location = event_location(self.host, Op.INFERENCE, name, version)
-        pending: list[tuple[Future[RecordRef], DataCommitment, DataCommitment]] = []
-        for given_input, given_output in pairs:
-            committed_in = commit_data(given_input, mode, key=key, store=store)
-            committed_out = commit_data(given_output, mode, key=key, store=store)
-            payload = self._payload(
-                Op.INFERENCE,
-                (link,),
-                name=name,
-                version=version,
-                input=committed_in.to_wire(),
-                output=committed_out.to_wire(),
-            )
+        pending: list[tuple[Future[RecordRef], list[tuple[DataCommitment, DataCommitment]]]] = []
+        group: list[tuple[DataCommitment, DataCommitment]] = []
+
+        def submit() -> None:
+            receipts = [{"input": i.to_wire(), "output": o.to_wire()} for i, o in group]
+            payload = self._payload(Op.INFERENCE, (link,), name=name, version=version, receipts=receipts)
             change = self._change(Op.INFERENCE, location, payload)
-            pending.append((self.session.recorder.submit(change, None, fill_before=False), committed_in, committed_out))
+            pending.append((self.session.recorder.submit(change, None, fill_before=False), list(group)))
+            group.clear()
+
+        for given_input, given_output in pairs:
+            group.append(
+                (
+                    commit_data(given_input, mode, key=key, store=store),
+                    commit_data(given_output, mode, key=key, store=store),
+                )
+            )
+            if len(group) == per_record:
+                submit()
+        if group:
+            submit()
+        batched = per_record > 1
         return [
-            Receipt(ref.record_id, ref.seq, link.record_id, committed_in, committed_out)
-            for ref, committed_in, committed_out in ((f.result(), i, o) for f, i, o in pending)
+            Receipt(ref.record_id, ref.seq, index, batched, link.record_id, committed_in, committed_out)
+            for ref, members in ((future.result(), members) for future, members in pending)
+            for index, (committed_in, committed_out) in enumerate(members)
         ]
 
     # ------------------------------------------------------------ proofs, trace, verify
@@ -534,7 +566,7 @@ class Tracker:
         if isinstance(ref, TrainingRun):
             ref = ref.finish()
         if isinstance(ref, Receipt):
-            ref = ref.record_id
+            ref = ref.record_id  # a receipt as a parent stands for its record
         if not isinstance(ref, Event | str):
             raise UnknownParent(f"{role} must be an event or an event id, got {type(ref).__name__}")
         if isinstance(ref, Event):

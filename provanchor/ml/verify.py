@@ -178,12 +178,16 @@ def _consistency(report: Report, trace: Trace, event: Event, where: str) -> None
     if event.kind in (Op.TRAINING, Op.EVALUATION):
         _metrics(report, event, where)
     if event.kind is Op.INFERENCE:
+        receipts = event.receipts
         try:
-            for side in ("input", "output"):
-                DataCommitment.from_wire(payload.get(side))
-            report.passed(f"{kind}: commitments", f"{where}: input and output commitments are well formed")
+            for entry in receipts:
+                DataCommitment.from_wire(entry.get("input"))
+                DataCommitment.from_wire(entry.get("output"))
         except UnsupportedCommitment as exc:
             report.failed(f"{kind}: commitments", f"{where}: {exc}")
+        else:
+            chosen = "" if trace.receipt is None else f" (this receipt is #{trace.receipt})"
+            report.passed(f"{kind}: commitments", f"{where}: {len(receipts)} receipt(s) well formed{chosen}")
 
 
 def _metrics(report: Report, event: Event, where: str) -> None:
