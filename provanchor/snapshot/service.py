@@ -53,6 +53,7 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
         raise UsageError(f"cannot snapshot {path}: not a directory")
     location = file_location(host_id, str(directory))
     cache = FileCache(session.spool.path.parent / "snapshot-cache.sqlite")
+    started = time.time_ns()  # changes recorded after this may or may not be in the snapshot
     try:
         tree = build_tree(directory, cache)
         ipfs = session.anchorer.ipfs
@@ -87,7 +88,13 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
         location=location,
         op=Op.SNAPSHOT,
         capture=Capture(backend=CaptureBackend.MANUAL, attributed=True, reason=None),
-        payload={"manifest": manifest_cid, "root": tree.root, "state_root": state_root, "files": len(tree.files)},
+        payload={
+            "manifest": manifest_cid,
+            "root": tree.root,
+            "state_root": state_root,
+            "files": len(tree.files),
+            "started": started,
+        },
     )
     ref = session.record(change)
     status = session.flush()
