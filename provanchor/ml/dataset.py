@@ -157,6 +157,19 @@ class _TreeBuilder:
     def leaves(self) -> LeafArray | None:
         return None if self.kept is None else LeafArray(self.kept)
 
+    def result(self, row_format: str, whole: _FileHasher, schema: bytes | None, header: bool = False) -> Fingerprint:
+        """The fingerprint of a file whose rows were all added (``whole`` already finished)."""
+        return Fingerprint(
+            self.tree.root(),
+            self.tree.size,
+            row_format,
+            header=header,
+            schema_digest=schema,
+            sha256=whole.digest(),
+            size=whole.size,
+            leaves=self.leaves(),
+        )
+
 
 def fingerprint_samples(samples: Iterable[bytes], keep_leaves: bool = False) -> Fingerprint:
     """Fingerprint samples held in memory (row_format ``samples``)."""
@@ -213,10 +226,15 @@ class _FileHasher:
         self.size += len(chunk)
         self._pending = self._pool.submit(self.hasher.update, chunk)
 
+    def finish(self) -> None:
+        """Wait for the last chunk and stop the helper thread (call once, even after an error)."""
+        try:
+            if self._pending is not None:
+                self._pending.result()
+        finally:
+            self._pool.shutdown()
+
     def digest(self) -> bytes:
-        if self._pending is not None:
-            self._pending.result()
-        self._pool.shutdown()
         return self.hasher.digest()
 
 
@@ -242,23 +260,14 @@ def _fingerprint_lines(path: Path, header: bool, keep_leaves: bool) -> Fingerpri
                     del rows[0]
                 builder.add_rows(rows)
     finally:
-        file_sha = whole.digest()
+        whole.finish()
     if carry:
         if header and header_line is None:
             header_line = carry
         else:
             builder.add_rows([carry])
     schema = None if header_line is None else hashlib.sha256(header_line).digest()
-    return Fingerprint(
-        builder.tree.root(),
-        builder.tree.size,
-        "lines",
-        header=header,
-        schema_digest=schema,
-        sha256=file_sha,
-        size=whole.size,
-        leaves=builder.leaves(),
-    )
+    return builder.result("lines", whole, schema, header)
 
 
 def _npy_header(handle: object, path: Path) -> tuple[str, tuple[int, ...], int, int]:
@@ -337,17 +346,9 @@ def _fingerprint_npy(path: Path, keep_leaves: bool) -> Fingerprint:
                 whole.feed(trailing)
                 raise UnsupportedDataset(f"{path}: {len(trailing)} bytes after the array's data")
     finally:
-        file_sha = whole.digest()
+        whole.finish()
     schema = hashlib.sha256(encode({"descr": descr, "shape": list(shape[1:])})).digest()
-    return Fingerprint(
-        builder.tree.root(),
-        builder.tree.size,
-        "npy",
-        schema_digest=schema,
-        sha256=file_sha,
-        size=whole.size,
-        leaves=builder.leaves(),
-    )
+    return builder.result("npy", whole, schema)
 
 
 # ------------------------------------------------------------------ membership proofs

@@ -297,7 +297,7 @@ class Tracker:
         )
         if fp.leaves is not None:
             self._keep_leaves(fp)
-        return self._record(Op.DATASET, location, payload, after=after)
+        return self._record(self._change(Op.DATASET, location, payload, after=after))
 
     def training(
         self,
@@ -344,7 +344,7 @@ class Tracker:
             metrics=run.metrics,
         )
         location = event_location(self.host, Op.TRAINING, run.name, run.version)
-        return self._record(Op.TRAINING, location, payload, time_ns=run.started_ns, code=_process_code())
+        return self._record(self._change(Op.TRAINING, location, payload, time_ns=run.started_ns, code=_process_code()))
 
     def model(
         self,
@@ -380,7 +380,7 @@ class Tracker:
             architecture_digest=None if architecture is None else schema_digest_of(architecture),
             format=real.suffix.lstrip(".") or None,
         )
-        return self._record(Op.MODEL, file_location(self.host, real), payload, after=after, content=content)
+        return self._record(self._change(Op.MODEL, file_location(self.host, real), payload, after=after), content)
 
     def evaluation(
         self, model: EventRef, dataset: EventRef, metrics: Mapping[str, object], *, split: str | None = None
@@ -396,7 +396,8 @@ class Tracker:
         payload = self._payload(
             Op.EVALUATION, (model_link, data_link), name=name, version=version, split=split, metrics=values
         )
-        return self._record(Op.EVALUATION, event_location(self.host, Op.EVALUATION, name, version), payload)
+        location = event_location(self.host, Op.EVALUATION, name, version)
+        return self._record(self._change(Op.EVALUATION, location, payload))
 
     def inference(
         self,
@@ -541,22 +542,12 @@ class Tracker:
             payload=payload,
         )
 
-    def _record(
-        self,
-        kind: Op,
-        location: str,
-        payload: dict[str, object],
-        *,
-        after: ContentRef | None = None,
-        content: bytes | None = None,
-        time_ns: int | None = None,
-        code: CodeIdentity | None = None,
-    ) -> Event:
-        change = self._change(kind, location, payload, after=after, time_ns=time_ns, code=code)
+    def _record(self, change: Change, content: bytes | None = None) -> Event:
+        """Spool one event's change and read back the signed record (the tracker's Event)."""
         ref = self.session.recorder.record(change, content, fill_before=False)
         spooled = self.session.spool.record_by_seq(ref.seq)
         if spooled is None or spooled.hash != ref.hash:  # another process shares the spool: find ours by seq
-            raise MlError(f"recorded {kind.value} event {ref.record_id} is not in the spool")
+            raise MlError(f"recorded {change.op} event {ref.record_id} is not in the spool")
         event = parse_event(decode_record(spooled.data))
         self._known[event.record_id] = event
         return event
