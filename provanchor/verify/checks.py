@@ -8,8 +8,10 @@ check in a report.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+from provanchor import merkle
 from provanchor.errors import RecordError, SignatureError
 from provanchor.pipeline.manifest import Manifest
 from provanchor.records import Eip712Domain, Record, decode_record, recover_signer
@@ -115,19 +117,32 @@ def _record_problem(
 
 
 def check_record_bytes(
-    items: list[tuple[int, bytes, bytes, bytes | None]], agent: str, chain_id: int, contract: str
+    items: list[tuple[int, bytes, bytes, bytes | None]],
+    agent: str,
+    chain_id: int,
+    contract: str,
+    proofs: tuple[int, bytes, list[list[bytes]]] | None = None,
 ) -> list[RecordProblem]:
     """Check many (position, canonical bytes, signature, expected prev) of one agent's log.
 
     The bytes must already be verified against the CIDs the anchored manifest
     lists (the caller's block source does that). A plain function of picklable
-    arguments, so large logs can be checked in worker processes. The signer is
+    arguments, so large logs can be checked in worker processes. With
+    ``proofs`` = (tree size, root, one inclusion proof per item), each record's
+    leaf is also proven against that root. The signer is
     compared by address bytes, skipping the checksum formatting of
     `recover_signer`: at 100,000 records that formatting alone costs a second.
     """
     domain = Eip712Domain(chain_id, contract)
     wanted = bytes.fromhex(agent.lower()[2:])
     problems: list[RecordProblem] = []
+    if proofs is not None:
+        size, root, paths = proofs
+        for (position, data, _, _), path in zip(items, paths, strict=True):
+            leaf = merkle.leaf_hash(hashlib.sha256(data).digest())
+            if not merkle.verify_inclusion(leaf, position, size, path, root):
+                reason = f"its proof does not verify against the root of the tree of size {size}"
+                problems.append(RecordProblem(position, CHECK_INCLUSION, reason))
     for position, data, signature, prev in items:
         try:
             record = decode_record(data)
