@@ -380,7 +380,12 @@ def test_models_lists_the_model_with_its_evaluation(scenario: Scenario) -> None:
 # ------------------------------------------------------------------ provanchor run
 
 
-def test_a_training_script_under_provanchor_run_links_to_the_run_record(scenario: Scenario, tmp_path: Path) -> None:
+def test_a_training_script_under_provanchor_run_links_to_the_run_record(
+    net_home: Home, scenario: Scenario, tmp_path: Path
+) -> None:
+    # Its own agent: the scenario's tracker keeps anchoring in the background, and two processes
+    # must not send anchors with one key at once (their nonces would collide).
+    home, _ = enroll_agent(net_home, tmp_path / "home", "job-runner", PASSWORD)
     work = tmp_path / "job"
     work.mkdir()
     make_data(work / "data.csv", 50, seed=3)
@@ -394,7 +399,7 @@ def test_a_training_script_under_provanchor_run_links_to_the_run_record(scenario
         "    model = t.model(run, path='model.bin')\n"
         "    print(model.record_id)\n"
     )
-    env = {**os.environ, "PROVANCHOR_HOME": str(scenario.home.root), "PROVANCHOR_PASSWORD": PASSWORD}
+    env = {**os.environ, "PROVANCHOR_HOME": str(home.root), "PROVANCHOR_PASSWORD": PASSWORD}
     done = subprocess.run(
         [*CLI, "run", "--json", "--flush", "--", sys.executable, "job.py"],
         cwd=work,

@@ -38,13 +38,15 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import math
+import mmap
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import BinaryIO, overload
 
 from provanchor import merkle
 from provanchor.codec.dagcbor import encode
@@ -84,13 +86,23 @@ def schema_digest_of(schema: object) -> bytes:
 class LeafArray(Sequence[bytes]):
     """Leaf hashes packed 32 bytes apiece (a tenth of the memory of a list of bytes objects).
 
+    The buffer may be bytes or a read-only ``mmap`` of a leaves file (:meth:`open`),
+    so a proof over millions of rows pages leaves in rather than loading them.
     It is a Sequence, so provanchor.merkle's proof functions take it as is.
     """
 
-    def __init__(self, packed: bytes | bytearray = b"") -> None:
+    def __init__(self, packed: bytes | bytearray | mmap.mmap = b"") -> None:
         if len(packed) % merkle.HASH_SIZE:
             raise ValueError("packed leaves must be a multiple of 32 bytes")
-        self.packed = bytes(packed)
+        self.packed: bytes | mmap.mmap = bytes(packed) if isinstance(packed, bytearray) else packed
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> LeafArray:
+        """Map a leaves file (as written through ``leaves_to``) read-only."""
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return cls(b"")
+            return cls(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
 
     def __len__(self) -> int:
         return len(self.packed) // merkle.HASH_SIZE
@@ -140,22 +152,24 @@ class Fingerprint:
 
 
 class _TreeBuilder:
-    """Appends leaves to a compact range, optionally keeping them packed for proofs."""
+    """Appends leaves to a compact range, optionally writing them, packed, to ``sink`` for proofs."""
 
-    def __init__(self, keep: bool) -> None:
+    def __init__(self, sink: BinaryIO | None) -> None:
         self.tree = merkle.CompactRange()
-        self.kept: bytearray | None = bytearray() if keep else None
+        self.sink = sink
 
     def add_rows(self, rows: Iterable[bytes | memoryview]) -> None:
         sha = hashlib.sha256
         prefix = _LEAF
         leaves = [sha(prefix + sha(row).digest()).digest() for row in rows]
         self.tree.extend(leaves)
-        if self.kept is not None:
-            self.kept += b"".join(leaves)
+        if self.sink is not None:
+            self.sink.write(b"".join(leaves))
 
     def leaves(self) -> LeafArray | None:
-        return None if self.kept is None else LeafArray(self.kept)
+        if isinstance(self.sink, io.BytesIO):
+            return LeafArray(self.sink.getvalue())
+        return None
 
     def result(self, row_format: str, whole: _FileHasher, schema: bytes | None, header: bool = False) -> Fingerprint:
         """The fingerprint of a file whose rows were all added (``whole`` already finished)."""
@@ -171,9 +185,14 @@ class _TreeBuilder:
         )
 
 
-def fingerprint_samples(samples: Iterable[bytes], keep_leaves: bool = False) -> Fingerprint:
-    """Fingerprint samples held in memory (row_format ``samples``)."""
-    builder = _TreeBuilder(keep_leaves)
+def fingerprint_samples(
+    samples: Iterable[bytes], *, keep_leaves: bool = False, leaves_to: BinaryIO | None = None
+) -> Fingerprint:
+    """Fingerprint samples held in memory (row_format ``samples``).
+
+    ``keep_leaves`` returns the leaves in the Fingerprint; ``leaves_to`` streams them to a file instead.
+    """
+    builder = _TreeBuilder(_sink(keep_leaves, leaves_to))
     batch: list[bytes] = []
     for sample in samples:
         if not isinstance(sample, bytes | bytearray | memoryview):
@@ -195,17 +214,31 @@ def _open_regular(path: str | os.PathLike[str], what: str = "dataset") -> Path:
     return resolved
 
 
+def _sink(keep_leaves: bool, leaves_to: BinaryIO | None) -> BinaryIO | None:
+    if keep_leaves and leaves_to is not None:
+        raise ValueError("keep_leaves and leaves_to are exclusive")
+    return io.BytesIO() if keep_leaves else leaves_to
+
+
 def fingerprint_file(
-    path: str | os.PathLike[str], *, header: bool | None = None, keep_leaves: bool = False
+    path: str | os.PathLike[str],
+    *,
+    header: bool | None = None,
+    keep_leaves: bool = False,
+    leaves_to: BinaryIO | None = None,
 ) -> Fingerprint:
-    """Fingerprint a dataset file: ``.npy`` by array rows, anything else by lines (see the module doc)."""
+    """Fingerprint a dataset file: ``.npy`` by array rows, anything else by lines (see the module doc).
+
+    ``keep_leaves`` returns every row's leaf in memory; ``leaves_to`` writes them to a file (32 bytes a row).
+    """
     resolved = _open_regular(path)
+    sink = _sink(keep_leaves, leaves_to)
     if resolved.suffix.lower() == ".npy":
         if header:
             raise UnsupportedDataset(f"{resolved}: a .npy file has no header line")
-        return _fingerprint_npy(resolved, keep_leaves)
+        return _fingerprint_npy(resolved, sink)
     with_header = resolved.suffix.lower() in _HEADER_SUFFIXES if header is None else header
-    return _fingerprint_lines(resolved, with_header, keep_leaves)
+    return _fingerprint_lines(resolved, with_header, sink)
 
 
 class _FileHasher:
@@ -244,8 +277,8 @@ def _chunks(handle: object) -> Iterator[bytes]:
         yield chunk
 
 
-def _fingerprint_lines(path: Path, header: bool, keep_leaves: bool) -> Fingerprint:
-    builder = _TreeBuilder(keep_leaves)
+def _fingerprint_lines(path: Path, header: bool, sink: BinaryIO | None) -> Fingerprint:
+    builder = _TreeBuilder(sink)
     whole = _FileHasher()
     carry = b""
     header_line: bytes | None = None
@@ -318,8 +351,8 @@ def _npy_itemsize(descr: object, path: Path) -> int:
     raise UnsupportedDataset(f"{path}: unsupported dtype {descr!r:.80}")
 
 
-def _fingerprint_npy(path: Path, keep_leaves: bool) -> Fingerprint:
-    builder = _TreeBuilder(keep_leaves)
+def _fingerprint_npy(path: Path, sink: BinaryIO | None) -> Fingerprint:
+    builder = _TreeBuilder(sink)
     whole = _FileHasher()
     try:
         with path.open("rb") as handle:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from provanchor.errors import (
     DatasetNotFound,
@@ -47,7 +48,6 @@ from provanchor.ipfs.cid import CID
 from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data, parse_mode
 from provanchor.ml.dataset import (
-    Fingerprint,
     LeafArray,
     MembershipProof,
     fingerprint_file,
@@ -270,18 +270,17 @@ class Tracker:
         _check_label(version, "dataset version")
         if (path is None) == (samples is None):
             raise DatasetNotFound("a dataset is either a path or samples: give exactly one")
-        if path is not None:
-            fp = fingerprint_file(path, header=header, keep_leaves=keep_leaves)
-            real = Path(path).expanduser().resolve()
-            location = file_location(self.host, real)
-            after = (
-                ContentRef(sha256=fp.sha256, size=fp.size) if fp.sha256 is not None and fp.size is not None else None
-            )
-        else:
-            assert samples is not None
-            fp = fingerprint_samples(samples, keep_leaves=keep_leaves)
-            location = event_location(self.host, Op.DATASET, name, version)
-            after = None
+        with self._leaves_file(keep_leaves) as sink:
+            if path is not None:
+                fp = fingerprint_file(path, header=header, leaves_to=sink.handle)
+                location = file_location(self.host, Path(path).expanduser().resolve())
+                after = ContentRef(sha256=fp.sha256, size=fp.size) if fp.sha256 and fp.size is not None else None
+            else:
+                assert samples is not None
+                fp = fingerprint_samples(samples, leaves_to=sink.handle)
+                location = event_location(self.host, Op.DATASET, name, version)
+                after = None
+            sink.keep_as(fp.digest)
         schema_digest = schema_digest_of(schema) if schema is not None else fp.schema_digest
         payload = self._payload(
             Op.DATASET,
@@ -295,8 +294,6 @@ class Tracker:
             header=fp.header,
             schema_digest=schema_digest,
         )
-        if fp.leaves is not None:
-            self._keep_leaves(fp)
         return self._record(self._change(Op.DATASET, location, payload, after=after))
 
     def training(
@@ -472,8 +469,13 @@ class Tracker:
         digest = event.payload.get("digest")
         if not isinstance(digest, bytes):
             raise MlError(f"dataset {link.record_id} carries no digest")
-        leaves = self._leaves_of(event, digest)
-        return prove_membership(link.record_id, leaves, digest, sample)
+        rows = event.payload.get("rows")
+        saved = self._leaves_path(digest)
+        if saved.exists() and isinstance(rows, int) and saved.stat().st_size == rows * 32:
+            proof = prove_membership(link.record_id, LeafArray.open(saved), digest, sample)
+            if proof.verify(sample):  # a damaged leaves file gives proofs that fail: then re-read the data
+                return proof
+        return prove_membership(link.record_id, self._leaves_from_file(event, digest), digest, sample)
 
     def trace(self, event: EventRef) -> Trace:
         """The chain of parents from ``event`` back to its datasets, leaf first (anchors pending events first)."""
@@ -600,37 +602,54 @@ class Tracker:
     def _leaves_path(self, digest: bytes) -> Path:
         return self.home.root / "ml" / "leaves" / f"{digest.hex()}.leaves"
 
-    def _keep_leaves(self, fp: Fingerprint) -> None:
-        assert fp.leaves is not None
-        path = self._leaves_path(fp.digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(fp.leaves.packed)
-            os.replace(tmp, path)
+    def _leaves_file(self, keep: bool) -> _LeavesFile:
+        return _LeavesFile(self._leaves_path(b"").parent if keep else None)
 
-    def _leaves_of(self, event: Event, digest: bytes) -> LeafArray:
-        """The dataset's leaves: the saved ones if they still rebuild the digest, else the file re-read."""
-        from provanchor import merkle
-
-        path = self._leaves_path(digest)
-        if path.exists():
-            leaves = LeafArray(path.read_bytes())
-            if merkle.root(leaves) == digest:
-                return leaves
+    def _leaves_from_file(self, event: Event, digest: bytes) -> LeafArray:
+        """The dataset's leaves from its file, which must still give the recorded digest (saved for next time)."""
         location = event.record.location
-        if isinstance(location, str) and location.startswith("file://"):
-            _, file_path = parse_file_location(location)
-            header = event.payload.get("header")
+        if not isinstance(location, str) or not location.startswith("file://"):
+            raise MlError(f"dataset {event.record_id}: its rows are not available here (no saved leaves, no file)")
+        _, file_path = parse_file_location(location)
+        with self._leaves_file(True) as sink:
             try:
-                fp = fingerprint_file(file_path, header=bool(header), keep_leaves=True)
+                fp = fingerprint_file(file_path, header=bool(event.payload.get("header")), leaves_to=sink.handle)
             except DatasetNotFound as exc:
                 raise MlError(f"dataset {event.record_id}: rows unavailable for a proof ({exc})") from None
-            if fp.digest == digest and fp.leaves is not None:
-                self._keep_leaves(fp)
-                return fp.leaves
-            raise MlError(f"dataset {event.record_id}: {file_path} changed since it was recorded; cannot prove")
-        raise MlError(f"dataset {event.record_id}: its rows are not available here (no saved leaves, no file)")
+            if fp.digest != digest:
+                raise MlError(f"dataset {event.record_id}: {file_path} changed since it was recorded; cannot prove")
+            sink.keep_as(digest)
+        return LeafArray.open(self._leaves_path(digest))
+
+
+class _LeavesFile:
+    """A leaves file being written next to its final place, renamed to DIGEST.leaves only when complete."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.handle: BinaryIO | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> _LeavesFile:
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.directory, suffix=".partial")
+            self._tmp = Path(name)
+            self.handle = os.fdopen(fd, "wb")
+        return self
+
+    def keep_as(self, digest: bytes) -> None:
+        if self.handle is None or self._tmp is None or self.directory is None:
+            return
+        self.handle.close()
+        os.replace(self._tmp, self.directory / f"{digest.hex()}.leaves")
+        self._tmp = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
 def _user() -> str | None:
