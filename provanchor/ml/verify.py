@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from provanchor.errors import DatasetNotFound, MlError, ProvanchorError, UnsupportedCommitment
 from provanchor.index.store import IndexStore
+from provanchor.index.timeparse import format_time
 from provanchor.ml.commitments import DataCommitment
 from provanchor.ml.dataset import fingerprint_file
 from provanchor.ml.events import Event, decimal_text
@@ -154,8 +155,10 @@ def _consistency(report: Report, trace: Trace, event: Event, where: str) -> None
     payload = event.payload
     if event.kind is Op.TRAINING:
         started, ended = payload.get("started_ns"), payload.get("ended_ns")
-        ok = isinstance(started, int) and isinstance(ended, int) and started <= ended
-        report.add(f"{kind}: start and end", ok, f"{where}: started {started}, ended {ended}")
+        if isinstance(started, int) and isinstance(ended, int) and 0 <= started <= ended:
+            report.passed(f"{kind}: start and end", f"{where}: {format_time(started)} to {format_time(ended)}")
+        else:
+            report.failed(f"{kind}: start and end", f"{where}: started {started!r:.30}, ended {ended!r:.30}")
         if event.record.run is not None:
             found = next(n.run_record for n in trace.nodes if n.record_id == event.record_id)
             report.add(
