@@ -289,6 +289,9 @@ def test_verify_fails_when_a_hyperparameter_record_is_altered(scenario: Scenario
         report = scenario.tracker.verify(scenario.receipts[0].record_id)
         assert failed_names(report) == {"training: record"}, report.render()
         assert "altered" in report.failures()[0].detail
+        # Verifying the altered record itself: a failed check, not a crash.
+        direct = scenario.tracker.verify(scenario.training.record_id)
+        assert failed_names(direct) == {"training: record"}, direct.render()
     finally:
         with sqlite3.connect(index) as db:
             db.execute("UPDATE record_bytes SET canonical = ? WHERE id = ?", (original, row_id))
@@ -438,3 +441,15 @@ def test_batched_receipts_are_named_traced_and_verified_one_by_one(scenario: Sce
     assert beyond.returncode != 0 and "no receipt #50" in beyond.stderr
     with pytest.raises(UsageError, match="per_record"):
         scenario.tracker.inferences(scenario.model, pairs, per_record=5000)
+
+
+def test_a_training_run_that_raises_is_recorded_as_failed(scenario: Scenario) -> None:
+    with (
+        pytest.raises(RuntimeError, match="diverged"),
+        scenario.tracker.training(model="logreg", version="2.0.0", datasets=[scenario.ds]) as run,
+    ):
+        raise RuntimeError("diverged")
+    assert run.event is not None and run.event.payload["status"] == "failed"
+    report = scenario.tracker.verify(run.event.record_id, check_files=False)
+    assert report.ok, report.render()
+    assert not any(c.name in ("dataset: file", "dataset: digest") for c in report.checks)

@@ -68,6 +68,13 @@ def find_event(store: IndexStore, cid: CID) -> tuple[Located | None, str | None]
     return Located(event, str(agent), int(seq), int(checkpoint), int(size), bytes(tx)), None
 
 
+def _indexed_op(store: IndexStore, cid: CID) -> Op | None:
+    """The ML kind the index files this record under, whatever its bytes say (None if not an ML record)."""
+    rows = store.read("SELECT op FROM records WHERE record_hash = ? LIMIT 1", (cid.digest,))
+    kinds = {kind.value: kind for kind in KINDS}
+    return kinds.get(str(rows[0][0])) if rows else None
+
+
 def find_run_record(store: IndexStore, run_id: str) -> str | None:
     """The record id of the ``provanchor run`` record with this run id, if indexed."""
     rows = store.read("SELECT record_hash FROM records WHERE run_id = ? AND op = 'run' LIMIT 1", (run_id,))
@@ -189,8 +196,13 @@ def trace_event(store: IndexStore, event_id: str | Event) -> Trace:
         raise UnknownEvent(
             f"no ML event {start.encode()} in the index: is it anchored yet? (flush, then `provanchor index sync`)"
         )
+    root_id = start.encode() if receipt is None else f"{start.encode()}#{receipt}"
     if found is None:
-        raise UnknownEvent(f"cannot trace {start.encode()}: {problem}")
+        kind = _indexed_op(store, start)
+        if kind is None:
+            raise UnknownEvent(f"cannot trace {start.encode()}: {problem}")
+        # An ML record that is indexed but unusable (altered, malformed): a trace with one failed node.
+        return Trace(root_id, [TraceNode(start.encode(), kind, None, 0, problems=[str(problem)])], receipt)
     if receipt is not None and not (found.event.kind is Op.INFERENCE and receipt < len(found.event.receipts)):
         raise UnknownEvent(f"{start.encode()} has no receipt #{receipt} (a receipt id names an inference record)")
     nodes: dict[str, TraceNode] = {}
@@ -217,7 +229,7 @@ def trace_event(store: IndexStore, event_id: str | Event) -> Trace:
             node.run_record = find_run_record(store, event.record.run)
         for parent in event.parents:
             queue.append((parent.id, parent.kind, depth + 1, rid))
-    return Trace(start.encode() if receipt is None else f"{start.encode()}#{receipt}", order, receipt)
+    return Trace(root_id, order, receipt)
 
 
 def list_models(store: IndexStore) -> list[dict[str, object]]:

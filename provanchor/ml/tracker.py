@@ -231,7 +231,7 @@ class Tracker:
     def close(self, flush: bool = True) -> None:
         """Anchor what is pending (unless ``flush`` is False), then release the session if it is ours."""
         try:
-            if flush and self.session.spool.count_unbatched():
+            if flush and self._pending():
                 self.session.flush()
         finally:
             if self._owns_session:
@@ -585,9 +585,14 @@ class Tracker:
         self._known[found.event.record_id] = found.event
         return found.event
 
+    def _pending(self) -> bool:
+        """Whether anything recorded is not anchored yet (spooled, or in a batch on its way)."""
+        spool = self.session.spool
+        return bool(spool.count_unbatched() or spool.batches(("cut", "stored", "sent")))
+
     def _synced_index(self) -> IndexStore:
         """The index, brought up to date: pending events anchored first, then the chain followed."""
-        if self.session.spool.count_unbatched() or self.session.spool.batches(("cut", "stored", "sent")):
+        if self._pending():
             self.session.flush()
         store = IndexStore.open(self.index_path, must_exist=False)
         try:
