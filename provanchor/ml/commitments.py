@@ -136,4 +136,3 @@ def commit_data(
     if key is None or len(key) < _MIN_KEY:
         raise UnsupportedCommitment(f"hmac commitments need an operator key of at least {_MIN_KEY} bytes")
     return DataCommitment(chosen, hmac.digest(key, raw, "sha256"), key_id=hmac_key_id(key), data=kept)
-
