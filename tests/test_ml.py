@@ -453,3 +453,25 @@ def test_a_training_run_that_raises_is_recorded_as_failed(scenario: Scenario) ->
     report = scenario.tracker.verify(run.event.record_id, check_files=False)
     assert report.ok, report.render()
     assert not any(c.name in ("dataset: file", "dataset: digest") for c in report.checks)
+
+
+def test_an_auditor_checks_a_proof_against_the_anchored_dataset(scenario: Scenario, tmp_path: Path) -> None:
+    sample = scenario.train_csv.read_bytes().split(b"\n")[40]
+    proof = scenario.tracker.prove_sample(scenario.ds, sample)
+    (tmp_path / "proof.json").write_text(json.dumps(proof.to_json()))
+    (tmp_path / "sample.txt").write_bytes(sample)
+    (tmp_path / "other.txt").write_bytes(sample + b"1")
+    done = cli(scenario.home, "ml", "check-proof", str(tmp_path / "proof.json"), str(tmp_path / "sample.txt"), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = {c["name"] for c in json.loads(done.stdout)["checks"]}
+    assert names == {"membership: inclusion proof", "membership: dataset record", "dataset: authentic and anchored"}
+    by_hash = cli(scenario.home, "ml", "check-proof", str(tmp_path / "proof.json"), "--sample-sha256",
+                  hashlib.sha256(sample).hexdigest())  # fmt: skip
+    assert by_hash.returncode == 0, by_hash.stdout
+    wrong = cli(scenario.home, "ml", "check-proof", str(tmp_path / "proof.json"), str(tmp_path / "other.txt"))
+    assert wrong.returncode == 1 and "FAIL  membership: inclusion proof" in wrong.stdout
+    # A proof against another digest (say, of a doctored copy of the data) does not match the anchored record.
+    doctored = {**proof.to_json(), "digest": "00" * 32}
+    (tmp_path / "doctored.json").write_text(json.dumps(doctored))
+    report = cli(scenario.home, "ml", "check-proof", str(tmp_path / "doctored.json"), str(tmp_path / "sample.txt"))
+    assert report.returncode == 1 and "FAIL  membership: dataset record" in report.stdout

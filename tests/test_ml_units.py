@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -242,3 +243,26 @@ def test_event_ids_are_record_cids() -> None:
         parse_event_id(CID(1, RAW, bytes(32)).encode())
     with pytest.raises(UnknownEvent, match="not an event id"):
         parse_event_id("hello")
+
+
+def test_git_state_names_the_commit_and_whether_the_tree_is_dirty(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from provanchor.ml.environment import code_files, git_state
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    code = tmp_path / "train.py"
+    code.write_text("print('train')\n")
+    assert git_state([code]) is None  # not a repository
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for args in (["init", "-q"], ["add", "train.py"], ["commit", "-q", "-m", "code"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, env={**os.environ, **env})
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert git_state([code]) == {"commit": head.strip(), "dirty": False}
+    code.write_text("print('changed')\n")
+    assert git_state([code]) == {"commit": head.strip(), "dirty": True}
+    assert code_files([code]) == [{"path": str(code.resolve()), "sha256": hashlib.sha256(code.read_bytes()).digest()}]
+    with pytest.raises(DatasetNotFound, match="code path"):
+        code_files([tmp_path / "missing.py"])

@@ -53,6 +53,15 @@ def _open_index(ctx: click.Context, index_path: str | None, no_sync: bool) -> An
     return store, network
 
 
+def _finish(ctx: click.Context, report: Any, as_json: bool) -> None:
+    """Print a verification Report and exit 0 exactly when every check passed (as `provanchor verify` does)."""
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(report.render())
+    ctx.exit(0 if report.ok else 1)
+
+
 @click.group()
 def ml() -> None:
     """ML lifecycle provenance: datasets, training runs, models, evaluations, inference receipts."""
@@ -115,11 +124,47 @@ def verify(
     store, network = _open_index(ctx, index_path, no_sync)
     with store:
         report = verify_event(store, network, event_id, check_files=not no_files)
-    if as_json:
-        emit_json(report.to_json())
-    else:
-        click.echo(report.render())
-    ctx.exit(0 if report.ok else 1)
+    _finish(ctx, report, as_json)
+
+
+@ml.command("check-proof")
+@click.argument("proof_file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("sample_file", type=click.Path(dir_okay=False, exists=True), required=False)
+@click.option("--sample-sha256", default=None, metavar="HEX", help="The sample's SHA-256 instead of the sample.")
+@_index_options
+@click.pass_context
+def check_proof(
+    ctx: click.Context,
+    proof_file: str,
+    sample_file: str | None,
+    sample_sha256: str | None,
+    index_path: str | None,
+    no_sync: bool,
+    as_json: bool,
+) -> None:
+    """Check a membership proof (PROOF_FILE, the JSON of MembershipProof.to_json) for SAMPLE_FILE's bytes.
+
+    The path must lead from the sample to the digest that an anchored dataset record carries.
+    Exit code 0 exactly when every check passed.
+    """
+    import json
+
+    from provanchor.errors import UsageError
+    from provanchor.ml.dataset import MembershipProof
+    from provanchor.ml.verify import verify_membership
+
+    if (sample_file is None) == (sample_sha256 is None):
+        raise UsageError("give the sample as SAMPLE_FILE or its hash as --sample-sha256, not both")
+    try:
+        proof = MembershipProof.from_json(json.loads(Path(proof_file).read_text(encoding="utf-8")))
+        digest = bytes.fromhex(sample_sha256.removeprefix("0x")) if sample_sha256 else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"not a membership proof or sha256: {exc}") from None
+    sample = Path(sample_file).read_bytes() if sample_file else None
+    store, network = _open_index(ctx, index_path, no_sync)
+    with store:
+        report = verify_membership(store, network, proof, sample, sample_sha256=digest)
+    _finish(ctx, report, as_json)
 
 
 @ml.command()

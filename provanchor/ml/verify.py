@@ -29,9 +29,9 @@ from provanchor.errors import DatasetNotFound, MlError, ProvanchorError, Unsuppo
 from provanchor.index.store import IndexStore
 from provanchor.index.timeparse import format_time
 from provanchor.ml.commitments import DataCommitment
-from provanchor.ml.dataset import fingerprint_file
-from provanchor.ml.events import Event, decimal_text
-from provanchor.ml.trace import Trace, TraceNode, trace_event
+from provanchor.ml.dataset import MembershipProof, fingerprint_file
+from provanchor.ml.events import Event, decimal_text, parse_event_id
+from provanchor.ml.trace import Trace, TraceNode, find_event, trace_event
 from provanchor.network import NetworkDescriptor
 from provanchor.records import Op, parse_file_location
 from provanchor.verify.report import Check, Report
@@ -39,7 +39,7 @@ from provanchor.verify.report import Check, Report
 if TYPE_CHECKING:
     from provanchor.verify.api import VerifyContext
 
-__all__ = ["authenticity", "verify_event"]
+__all__ = ["authenticity", "verify_event", "verify_membership"]
 
 
 def _short(record_id: str) -> str:
@@ -65,6 +65,51 @@ def verify_event(
     finally:
         if context is not None:
             context.close()
+    return report
+
+
+def verify_membership(
+    store: IndexStore,
+    network: NetworkDescriptor | None,
+    proof: MembershipProof,
+    sample: bytes | None = None,
+    *,
+    sample_sha256: bytes | None = None,
+) -> Report:
+    """An auditor's check of a membership proof: the path, and that it leads to an anchored dataset's digest.
+
+    Give the sample, or only its SHA-256; ``network`` None skips the chain re-verification of the dataset record.
+    """
+    report = Report(f"membership of a sample in dataset {proof.dataset}")
+    where = f"row {proof.index} of {proof.rows}"
+    if sample is None and sample_sha256 is None:
+        report.failed("membership: inclusion proof", "neither the sample nor its sha256 was given")
+    else:
+        ok = proof.verify(sample, sample_sha256=sample_sha256)
+        detail = f"{where} under root {proof.digest.hex()[:16]}..."
+        report.add(
+            "membership: inclusion proof", ok, detail if ok else f"the path does not lead from the sample: {detail}"
+        )
+    found, problem = find_event(store, parse_event_id(proof.dataset))
+    event = found.event if found is not None else None
+    if event is None or event.kind is not Op.DATASET:
+        report.failed("membership: dataset record", problem or f"{proof.dataset} is not an indexed dataset event")
+        return report
+    same = event.payload.get("digest") == proof.digest and event.payload.get("rows") == proof.rows
+    report.add(
+        "membership: dataset record",
+        same,
+        f"dataset {event.name} {event.version} records this digest and {proof.rows} rows"
+        if same
+        else f"dataset {_short(event.record_id)} records another digest or row count than the proof",
+    )
+    if network is not None:
+        context = _context(network, store)
+        try:
+            report.extend([authenticity(context, event)])
+        finally:
+            if context is not None:
+                context.close()
     return report
 
 
