@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from provanchor.cli.context import app, emit_json, emit_table, json_option
+from provanchor.cli.verify import finish
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -51,15 +52,6 @@ def _open_index(ctx: click.Context, index_path: str | None, no_sync: bool) -> An
             store.close()
             raise
     return store, network
-
-
-def _finish(ctx: click.Context, report: Any, as_json: bool) -> None:
-    """Print a verification Report and exit 0 exactly when every check passed (as `provanchor verify` does)."""
-    if as_json:
-        emit_json(report.to_json())
-    else:
-        click.echo(report.render())
-    ctx.exit(0 if report.ok else 1)
 
 
 @click.group()
@@ -124,7 +116,7 @@ def verify(
     store, network = _open_index(ctx, index_path, no_sync)
     with store:
         report = verify_event(store, network, event_id, check_files=not no_files)
-    _finish(ctx, report, as_json)
+    finish(ctx, report, as_json)
 
 
 @ml.command("check-proof")
@@ -164,7 +156,7 @@ def check_proof(
     store, network = _open_index(ctx, index_path, no_sync)
     with store:
         report = verify_membership(store, network, proof, sample, sample_sha256=digest)
-    _finish(ctx, report, as_json)
+    finish(ctx, report, as_json)
 
 
 @ml.command()
