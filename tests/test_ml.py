@@ -107,7 +107,7 @@ def scenario(net_home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     code = work / "train.py"
     code.write_text("# the training code (its hash is what the record keeps)\nLR = 0.5\n")
     params_file = work / "hparams.json"
-    params_file.write_text(json.dumps({"lr": 0.5, "epochs": 200}))
+    params_file.write_text(json.dumps({"lr": 0.5, "epochs": 200, "optimizer": "gd"}))
     tracker = Tracker.open(home, password=PASSWORD, hmac_key=HMAC_KEY, batch_size=512, interval=0.2)
     try:
         ds = tracker.dataset("blobs", "2024-03", path=train_csv, split="train")
@@ -116,9 +116,8 @@ def scenario(net_home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             model="logreg",
             version="1.0.0",
             datasets=[ds],
-            hyperparameters={"lr": 0.5, "epochs": 200, "optimizer": "gd"},
             code=[code],
-            hyperparameters_file=params_file,
+            hyperparameters_file=params_file,  # the recorded hyperparameters are read from it
         )
         features, labels = load_csv(train_csv)
         weights = train(features, labels, lr=0.5, epochs=200)
@@ -268,7 +267,8 @@ def test_verify_fails_when_the_model_file_changes(scenario: Scenario, alter: Alt
 def test_verify_fails_when_the_hyperparameters_file_changes(scenario: Scenario, alter: Alter) -> None:
     alter(scenario.params_file, b"0.5", b"0.05")
     report = scenario.tracker.verify(scenario.model.record_id)
-    assert failed_names(report) == {"training: hyperparameters file"}, report.render()
+    assert failed_names(report) == {"training: hyperparameters file", "training: hyperparameters"}, report.render()
+    assert "lr: recorded '0.5', file now '0.05'" in report.failures()[1].detail
 
 
 def test_verify_fails_when_a_hyperparameter_record_is_altered(scenario: Scenario) -> None:

@@ -9,17 +9,19 @@ what cannot be determined is left out or null.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from provanchor.errors import DatasetNotFound
+from provanchor.errors import DatasetNotFound, InvalidHyperparameter
 
-__all__ = ["code_files", "environment", "git_state", "hash_regular_file"]
+__all__ = ["code_files", "environment", "git_state", "hash_regular_file", "read_hyperparameters"]
 
 _GIT_TIMEOUT = 5.0
 
@@ -38,6 +40,24 @@ def hash_regular_file(path: str | os.PathLike[str], what: str) -> tuple[Path, by
             digest.update(chunk)
             size += len(chunk)
     return resolved, digest.digest(), size
+
+
+def read_hyperparameters(path: str | os.PathLike[str]) -> dict[str, object] | None:
+    """The mapping in a ``.json`` or ``.toml`` hyperparameters file; None for other formats.
+
+    A file of a known format that does not hold a mapping is an InvalidHyperparameter.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".json", ".toml"):
+        return None
+    try:
+        data = Path(path).read_bytes()
+        parsed = json.loads(data) if suffix == ".json" else tomllib.loads(data.decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidHyperparameter(f"hyperparameters file {os.fspath(path)} is unreadable: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidHyperparameter(f"hyperparameters file {os.fspath(path)} does not hold a mapping")
+    return parsed
 
 
 def code_files(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, object]]:

@@ -55,7 +55,7 @@ from provanchor.ml.dataset import (
     prove_membership,
     schema_digest_of,
 )
-from provanchor.ml.environment import code_files, environment, git_state, hash_regular_file
+from provanchor.ml.environment import code_files, environment, git_state, hash_regular_file, read_hyperparameters
 from provanchor.ml.events import (
     MAX_RECEIPTS_PER_RECORD,
     WIRE_VERSION,
@@ -308,18 +308,22 @@ class Tracker:
     ) -> TrainingRun:
         """Start timing a training run of ``model`` on ``datasets``; it is recorded when it finishes.
 
-        ``hyperparameters_file`` (a config file) is hashed too, so verify notices if it is edited later.
+        ``hyperparameters_file`` (a config file) is hashed, so verify notices if it is edited later;
+        without ``hyperparameters``, a ``.json`` or ``.toml`` file's mapping is recorded as the
+        hyperparameters, and verify also checks that the file still says the same values.
         """
         _check_label(model, "model name")
         _check_label(version, "model version")
         if not datasets:
             raise UnknownParent("a training run needs at least one dataset event")
         links = tuple(self._parent(ref, Op.DATASET, "a training run's dataset") for ref in datasets)
-        params = hyperparameters_wire(hyperparameters or {})
         params_file: dict[str, object] | None = None
         if hyperparameters_file is not None:
             real, digest, _ = hash_regular_file(hyperparameters_file, "hyperparameters")
-            params_file = {"path": str(real), "sha256": digest}
+            loaded = read_hyperparameters(real) if hyperparameters is None else None
+            hyperparameters = loaded if loaded is not None else hyperparameters
+            params_file = {"path": str(real), "sha256": digest, "loaded": loaded is not None}
+        params = hyperparameters_wire(hyperparameters or {})
         return TrainingRun(
             self, model, version, links, params, params_file, code_files(code), git_state(code), time.time_ns()
         )

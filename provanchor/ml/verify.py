@@ -30,7 +30,8 @@ from provanchor.index.store import IndexStore
 from provanchor.index.timeparse import format_time
 from provanchor.ml.commitments import DataCommitment
 from provanchor.ml.dataset import MembershipProof, fingerprint_file
-from provanchor.ml.events import Event, decimal_text, parse_event_id
+from provanchor.ml.environment import read_hyperparameters
+from provanchor.ml.events import Event, decimal_text, hyperparameters_wire, parse_event_id
 from provanchor.ml.trace import Trace, TraceNode, find_event, trace_event
 from provanchor.network import NetworkDescriptor
 from provanchor.records import Op, parse_file_location
@@ -304,6 +305,32 @@ def _files(report: Report, event: Event, where: str) -> None:
             path, digest = params_file.get("path"), params_file.get("sha256")
             if isinstance(path, str) and isinstance(digest, bytes):
                 _compare_file(report, f"{kind}: hyperparameters file", where, path, digest)
+                if params_file.get("loaded") is True:
+                    _hyperparameters_match(report, event, where, path)
+
+
+def _hyperparameters_match(report: Report, event: Event, where: str, path: str) -> None:
+    """The recorded hyperparameters came from this file: does it still say the same values?"""
+    name = f"{event.kind.value}: hyperparameters"
+    try:
+        parsed = read_hyperparameters(path)
+        now = hyperparameters_wire(parsed or {})
+    except (OSError, MlError) as exc:
+        report.failed(name, f"{where}: {exc}")
+        return
+    recorded = event.payload.get("hyperparameters")
+    if not isinstance(recorded, dict):
+        report.failed(name, f"{where}: the record's hyperparameters are not a map")
+        return
+    differ = [
+        f"{key}: recorded {recorded.get(key, '(absent)')!r:.40}, file now {now.get(key, '(absent)')!r:.40}"
+        for key in sorted(set(recorded) | set(now))
+        if recorded.get(key) != now.get(key)
+    ]
+    if differ:
+        report.failed(name, f"{where}: {path} no longer says what the record does: " + "; ".join(differ[:5]))
+    else:
+        report.passed(name, f"{where}: {path} still gives the recorded {len(recorded)} hyperparameter(s)")
 
 
 def _compare_file(report: Report, name: str, where: str, path: str, expected: bytes) -> None:
