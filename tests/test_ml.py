@@ -225,6 +225,7 @@ def test_verify_passes_on_the_untouched_chain(scenario: Scenario) -> None:
         "model: file",
         "training: code files",
         "training: hyperparameters file",
+        "training: hyperparameters",
         "model: authentic and anchored",
     } <= names
     done = cli(scenario.home, "ml", "verify", scenario.evaluation.record_id, "--json")
