@@ -27,6 +27,7 @@ from provanchor.codec import dagcbor
 from provanchor.errors import (
     DatasetNotFound,
     InvalidMetric,
+    MlError,
     NotAMember,
     UnknownParent,
     UnsupportedCommitment,
@@ -476,3 +477,18 @@ def test_an_auditor_checks_a_proof_against_the_anchored_dataset(scenario: Scenar
     (tmp_path / "doctored.json").write_text(json.dumps(doctored))
     report = cli(scenario.home, "ml", "check-proof", str(tmp_path / "doctored.json"), str(tmp_path / "sample.txt"))
     assert report.returncode == 1 and "FAIL  membership: dataset record" in report.stdout
+
+
+def test_a_serving_loop_streams_receipts_into_batched_records(scenario: Scenario) -> None:
+    with scenario.tracker.receipts(scenario.model, commitment="sha256", per_record=50, max_delay=0.1) as stream:
+        early = stream.add(b"first", b"answer")
+        first = early.result(timeout=10)  # cut by max_delay, long before 50 receipts arrive
+        futures = [stream.add(f"q{i}".encode(), f"a{i}".encode()) for i in range(120)]
+    receipts = [f.result() for f in futures]
+    assert first.index == 0 and first.id.endswith("#0") and first.input.verify(b"first")
+    assert len({r.record_id for r in receipts}) >= 3 and all(r.batched for r in receipts)
+    trace = scenario.tracker.trace(receipts[-1].id)
+    node = trace.nodes[0].event
+    assert node is not None and DataCommitment.from_wire(node.receipts[receipts[-1].index]["output"]).verify(b"a119")
+    with pytest.raises(MlError, match="closed"):
+        stream.add(b"late", b"x")

@@ -8,7 +8,8 @@ training run, its code and hyperparameters and the exact data, and verified.
   ``evaluation``, ``inference``), proves dataset membership, traces, verifies;
 * :mod:`provanchor.ml.events` is the wire format, :mod:`provanchor.ml.dataset`
   the row fingerprints and membership proofs, :mod:`provanchor.ml.commitments`
-  the input/output commitments, :mod:`provanchor.ml.trace` and
+  the input/output commitments, :mod:`provanchor.ml.receipts` receipts
+  batched into records (for serving loops), :mod:`provanchor.ml.trace` and
   :mod:`provanchor.ml.verify` the read side (index + chain + files).
 """
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data
 from provanchor.ml.dataset import Fingerprint, MembershipProof, fingerprint_file, fingerprint_samples, row_leaf
 from provanchor.ml.events import Event, ParentLink, parse_event
+from provanchor.ml.receipts import Receipt, ReceiptStream
 from provanchor.ml.trace import Trace, TraceNode, trace_event
-from provanchor.ml.tracker import Receipt, Tracker, TrainingRun
+from provanchor.ml.tracker import Tracker, TrainingRun
 from provanchor.ml.verify import verify_event
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "MembershipProof",
     "ParentLink",
     "Receipt",
+    "ReceiptStream",
     "Trace",
     "TraceNode",
     "Tracker",

@@ -38,7 +38,6 @@ from provanchor.errors import (
     UnknownEvent,
     UnknownParent,
     UnsupportedCommitment,
-    UsageError,
     WrongParentKind,
 )
 from provanchor.home import Home
@@ -46,7 +45,7 @@ from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.unixfs import cid_for_bytes
-from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data, parse_mode
+from provanchor.ml.commitments import CommitMode, parse_mode
 from provanchor.ml.dataset import (
     LeafArray,
     MembershipProof,
@@ -66,8 +65,8 @@ from provanchor.ml.events import (
     metrics_wire,
     parse_event,
     parse_event_id,
-    receipt_id,
 )
+from provanchor.ml.receipts import Pair, Receipt, ReceiptSink, ReceiptStream, check_per_record
 from provanchor.ml.trace import Trace, find_event, trace_event
 from provanchor.pipeline.recorder import RecordRef, default_host_id
 from provanchor.pipeline.session import AgentSession
@@ -97,31 +96,6 @@ _ML_CAPTURE = Capture(backend=CaptureBackend.ML, attributed=True, reason=None)
 
 EventRef = Event | str
 """A parent as callers give it: an Event a tracker returned, or a record id (CID string)."""
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """An inference receipt: its record, its place in that record, and the commitments.
-
-    ``salt`` values of salted commitments live only here, never in the record.
-    A receipt batched with others (``per_record`` > 1) is named ``RECORD_ID#INDEX``.
-    """
-
-    record_id: str
-    seq: int
-    index: int
-    batched: bool
-    model: str
-    input: DataCommitment
-    output: DataCommitment
-
-    @property
-    def id(self) -> str:
-        """The receipt's event id, as trace and verify take it."""
-        return receipt_id(self.record_id, self.index) if self.batched else self.record_id
-
-    def __str__(self) -> str:
-        return self.id
 
 
 @dataclass
@@ -428,41 +402,54 @@ class Tracker:
         them, which is what lets receipts outrun the per-record pipeline. Each
         receipt is still named (``RECORD_ID#INDEX``), traced and verified alone.
         """
-        if not isinstance(per_record, int) or not 1 <= per_record <= MAX_RECEIPTS_PER_RECORD:
-            raise UsageError(f"per_record must be 1 to {MAX_RECEIPTS_PER_RECORD}, got {per_record!r:.20}")
+        check_per_record(per_record)
+        sink = self._receipt_sink(model, commitment, store)
+        pending: list[tuple[Future[RecordRef], list[Pair]]] = []
+        group: list[Pair] = []
+        for given_input, given_output in pairs:
+            group.append(sink.commit(given_input, given_output))
+            if len(group) == per_record:
+                pending.append((sink.submit_group(group), group))
+                group = []
+        if group:
+            pending.append((sink.submit_group(group), group))
+        return [
+            receipt
+            for future, members in pending
+            for receipt in sink.receipts(future.result(), members, per_record > 1)
+        ]
+
+    def receipts(
+        self,
+        model: EventRef,
+        *,
+        commitment: CommitMode | str = CommitMode.SHA256,
+        store: bool = False,
+        per_record: int = MAX_RECEIPTS_PER_RECORD,
+        max_delay: float = 0.2,
+    ) -> ReceiptStream:
+        """A stream for a serving loop: ``add(input, output)`` returns a future Receipt at once.
+
+        Receipts are spooled ``per_record`` to a record, or when the oldest has
+        waited ``max_delay`` seconds; close the stream (``with``) to write the rest.
+        """
+        return ReceiptStream(self._receipt_sink(model, commitment, store), per_record, max_delay)
+
+    def _receipt_sink(self, model: EventRef, commitment: CommitMode | str, store: bool) -> ReceiptSink:
         mode = parse_mode(commitment)
         key = self.hmac_key() if mode is CommitMode.HMAC else None
         link = self._parent(model, Op.MODEL, "an inference's model")
         model_event = self._known[link.record_id]
         name, version = model_event.name or "model", model_event.version or "unknown"
         location = event_location(self.host, Op.INFERENCE, name, version)
-        pending: list[tuple[Future[RecordRef], list[tuple[DataCommitment, DataCommitment]]]] = []
-        group: list[tuple[DataCommitment, DataCommitment]] = []
 
-        def submit() -> None:
+        def submit_group(group: list[Pair]) -> Future[RecordRef]:
             receipts = [{"input": i.to_wire(), "output": o.to_wire()} for i, o in group]
             payload = self._payload(Op.INFERENCE, (link,), name=name, version=version, receipts=receipts)
             change = self._change(Op.INFERENCE, location, payload)
-            pending.append((self.session.recorder.submit(change, None, fill_before=False), list(group)))
-            group.clear()
+            return self.session.recorder.submit(change, None, fill_before=False)
 
-        for given_input, given_output in pairs:
-            group.append(
-                (
-                    commit_data(given_input, mode, key=key, store=store),
-                    commit_data(given_output, mode, key=key, store=store),
-                )
-            )
-            if len(group) == per_record:
-                submit()
-        if group:
-            submit()
-        batched = per_record > 1
-        return [
-            Receipt(ref.record_id, ref.seq, index, batched, link.record_id, committed_in, committed_out)
-            for ref, members in ((future.result(), members) for future, members in pending)
-            for index, (committed_in, committed_out) in enumerate(members)
-        ]
+        return ReceiptSink(link.record_id, mode, key, store, submit_group)
 
     # ------------------------------------------------------------ proofs, trace, verify
 
