@@ -51,9 +51,11 @@ def find_event(store: IndexStore, cid: CID) -> tuple[Located | None, str | None]
     rows = store.read(f"{_SELECT} WHERE r.op IN ({marks}) AND r.record_hash = ?", (*_ML_OPS, cid.digest))
     if not rows:
         other = store.read("SELECT op FROM records WHERE record_hash = ? LIMIT 1", (cid.digest,))
-        if other:
-            return None, f"{cid.encode()} is a {other[0][0]} record, not an ML event"
-        return None, None
+        if not other:
+            return None, None
+        if other[0][0] in _ML_OPS:
+            return None, f"the index lists {cid.encode()} but holds no bytes for it"
+        return None, f"{cid.encode()} is a {other[0][0]} record, not an ML event"
     agent, seq, checkpoint, size, tx, canonical = rows[0]
     try:
         record = decode_record(bytes(canonical))
