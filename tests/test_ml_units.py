@@ -266,3 +266,16 @@ def test_git_state_names_the_commit_and_whether_the_tree_is_dirty(tmp_path: Path
     assert code_files([code]) == [{"path": str(code.resolve()), "sha256": hashlib.sha256(code.read_bytes()).digest()}]
     with pytest.raises(DatasetNotFound, match="code path"):
         code_files([tmp_path / "missing.py"])
+
+
+def test_the_row_format_follows_the_name_given_or_the_one_recorded(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"  # no suffix: a content-addressed store, say
+    np.save(tmp_path / "tmp.npy", np.arange(6, dtype="<i2").reshape(3, 2))
+    (tmp_path / "tmp.npy").rename(blob)
+    (tmp_path / "link.npy").symlink_to(blob)
+    by_name = fingerprint_file(tmp_path / "link.npy")
+    assert by_name.row_format == "npy" and by_name.rows == 3
+    assert fingerprint_file(blob, row_format="npy").digest == by_name.digest
+    assert fingerprint_file(blob).row_format == "lines"
+    with pytest.raises(UnsupportedDataset, match="unknown row format"):
+        fingerprint_file(blob, row_format="parquet")

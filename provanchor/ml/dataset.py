@@ -50,7 +50,8 @@ from typing import BinaryIO, overload
 
 from provanchor import merkle
 from provanchor.codec.dagcbor import encode
-from provanchor.errors import DatasetNotFound, NotAMember, UnsupportedDataset
+from provanchor.errors import NotAMember, UnsupportedDataset
+from provanchor.ml.environment import regular_file
 
 __all__ = [
     "CHUNK_BYTES",
@@ -205,15 +206,6 @@ def fingerprint_samples(
     return Fingerprint(builder.tree.root(), builder.tree.size, "samples", leaves=builder.leaves())
 
 
-def _open_regular(path: str | os.PathLike[str], what: str = "dataset") -> Path:
-    resolved = Path(path).expanduser()
-    if not resolved.exists():
-        raise DatasetNotFound(f"{what} path {os.fspath(path)} does not exist")
-    if not resolved.is_file():
-        raise DatasetNotFound(f"{what} path {os.fspath(path)} is not a regular file")
-    return resolved
-
-
 def _sink(keep_leaves: bool, leaves_to: BinaryIO | None) -> BinaryIO | None:
     if keep_leaves and leaves_to is not None:
         raise ValueError("keep_leaves and leaves_to are exclusive")
@@ -226,18 +218,24 @@ def fingerprint_file(
     header: bool | None = None,
     keep_leaves: bool = False,
     leaves_to: BinaryIO | None = None,
+    row_format: str | None = None,
 ) -> Fingerprint:
     """Fingerprint a dataset file: ``.npy`` by array rows, anything else by lines (see the module doc).
 
-    ``keep_leaves`` returns every row's leaf in memory; ``leaves_to`` writes them to a file (32 bytes a row).
+    ``row_format`` (``lines`` or ``npy``) overrides the choice by suffix, as a verifier re-reading a
+    recorded file does. ``keep_leaves`` returns every row's leaf in memory; ``leaves_to`` writes
+    them to a file (32 bytes a row).
     """
-    resolved = _open_regular(path)
+    resolved = regular_file(path, "dataset")
     sink = _sink(keep_leaves, leaves_to)
-    if resolved.suffix.lower() == ".npy":
+    suffix = Path(path).suffix.lower()  # as the caller named it (a symlink's target may have none)
+    if row_format not in (None, "lines", "npy"):
+        raise UnsupportedDataset(f"{resolved}: unknown row format {row_format!r:.20} (lines or npy)")
+    if row_format == "npy" or (row_format is None and suffix == ".npy"):
         if header:
             raise UnsupportedDataset(f"{resolved}: a .npy file has no header line")
         return _fingerprint_npy(resolved, sink)
-    with_header = resolved.suffix.lower() in _HEADER_SUFFIXES if header is None else header
+    with_header = suffix in _HEADER_SUFFIXES if header is None else header
     return _fingerprint_lines(resolved, with_header, sink)
 
 

@@ -21,18 +21,23 @@ from pathlib import Path
 
 from provanchor.errors import DatasetNotFound, InvalidHyperparameter
 
-__all__ = ["code_files", "environment", "git_state", "hash_regular_file", "read_hyperparameters"]
+__all__ = ["code_files", "environment", "git_state", "hash_regular_file", "read_hyperparameters", "regular_file"]
 
 _GIT_TIMEOUT = 5.0
 
 
-def hash_regular_file(path: str | os.PathLike[str], what: str) -> tuple[Path, bytes, int]:
-    """(absolute path, SHA-256, size) of a regular file; a missing one is DatasetNotFound naming ``what``."""
+def regular_file(path: str | os.PathLike[str], what: str) -> Path:
+    """The resolved path of an existing regular file; otherwise DatasetNotFound naming ``what`` and the path."""
     resolved = Path(path).expanduser()
     if not resolved.is_file():
         state = "is not a regular file" if resolved.exists() else "does not exist"
         raise DatasetNotFound(f"{what} path {os.fspath(path)} {state}")
-    resolved = resolved.resolve()
+    return resolved.resolve()
+
+
+def hash_regular_file(path: str | os.PathLike[str], what: str) -> tuple[Path, bytes, int]:
+    """(absolute path, SHA-256, size) of a regular file; a missing one is DatasetNotFound naming ``what``."""
+    resolved = regular_file(path, what)
     digest = hashlib.sha256()
     size = 0
     with resolved.open("rb") as handle:

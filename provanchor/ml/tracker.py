@@ -609,7 +609,12 @@ class Tracker:
         _, file_path = parse_file_location(location)
         with self._leaves_file(True) as sink:
             try:
-                fp = fingerprint_file(file_path, header=bool(event.payload.get("header")), leaves_to=sink.handle)
+                fp = fingerprint_file(
+                    file_path,
+                    header=bool(event.payload.get("header")),
+                    leaves_to=sink.handle,
+                    row_format=_text_or_none(event.payload.get("row_format")),
+                )
             except DatasetNotFound as exc:
                 raise MlError(f"dataset {event.record_id}: rows unavailable for a proof ({exc})") from None
             if fp.digest != digest:

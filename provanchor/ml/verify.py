@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 __all__ = ["authenticity", "verify_event", "verify_membership"]
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _short(record_id: str) -> str:
     return record_id[:16] + "..."
 
@@ -353,7 +357,7 @@ def _dataset_file(report: Report, event: Event, where: str) -> None:
         return  # samples given in memory: nothing on disk to check
     header = event.payload.get("header")
     try:
-        fp = fingerprint_file(Path(path), header=bool(header))
+        fp = fingerprint_file(Path(path), header=bool(header), row_format=_text(event.payload.get("row_format")))
     except (DatasetNotFound, ProvanchorError) as exc:
         report.failed(f"{kind}: file", f"{where}: {exc}")
         return
