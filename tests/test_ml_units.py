@@ -279,3 +279,12 @@ def test_the_row_format_follows_the_name_given_or_the_one_recorded(tmp_path: Pat
     assert fingerprint_file(blob).row_format == "lines"
     with pytest.raises(UnsupportedDataset, match="unknown row format"):
         fingerprint_file(blob, row_format="parquet")
+
+
+def test_schemas_and_architectures_are_digested_canonically() -> None:
+    from provanchor.ml.dataset import schema_digest_of
+
+    assert schema_digest_of({"b": 1, "a": "x"}) == schema_digest_of({"a": "x", "b": 1})
+    assert schema_digest_of(b"raw") == hashlib.sha256(b"raw").digest()
+    with pytest.raises(UnsupportedDataset, match="architecture cannot be digested"):
+        schema_digest_of({"dropout": 0.5}, "architecture")

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import BinaryIO, overload
 
 from provanchor import merkle
-from provanchor.codec.dagcbor import encode
+from provanchor.codec.dagcbor import DagCborError, encode
 from provanchor.errors import NotAMember, UnsupportedDataset
 from provanchor.ml.environment import regular_file
 
@@ -77,11 +77,17 @@ def row_leaf(row: bytes | memoryview) -> bytes:
     return hashlib.sha256(_LEAF + hashlib.sha256(row).digest()).digest()
 
 
-def schema_digest_of(schema: object) -> bytes:
-    """SHA-256 of a schema given by the caller: bytes as they are, anything else as canonical DAG-CBOR."""
+def schema_digest_of(schema: object, what: str = "schema") -> bytes:
+    """SHA-256 of a description given by the caller: bytes as they are, anything else as canonical DAG-CBOR.
+
+    Text, integers, lists and maps with text keys qualify; floats do not (write them as strings).
+    """
     if isinstance(schema, bytes):
         return hashlib.sha256(schema).digest()
-    return hashlib.sha256(encode(schema)).digest()
+    try:
+        return hashlib.sha256(encode(schema)).digest()
+    except DagCborError as exc:
+        raise UnsupportedDataset(f"the {what} cannot be digested ({exc}): use text, integers, lists and maps") from None
 
 
 class LeafArray(Sequence[bytes]):

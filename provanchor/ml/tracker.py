@@ -352,7 +352,7 @@ class Tracker:
             (link,),
             name=name,
             version=version,
-            architecture_digest=None if architecture is None else schema_digest_of(architecture),
+            architecture_digest=None if architecture is None else schema_digest_of(architecture, "architecture"),
             format=real.suffix.lstrip(".") or None,
         )
         return self._record(self._change(Op.MODEL, file_location(self.host, real), payload, after=after), content)
