@@ -9,7 +9,9 @@ A bundle holds, as verified blocks:
   can be rebuilt, and carry the signatures);
 * the selected records, and with ``--with-content`` their contents;
 * proof blocks: for each selected record its RFC 9162 inclusion proof in
-  the bundle's last checkpoint, 1,024 records per block.
+  the bundle's last checkpoint, 1,024 records per block, each entry
+  ``[position, proof hashes concatenated]`` (one byte string rather than a
+  list of hashes: decoding 100,000 proofs is then 20x fewer CBOR items).
 
 Verifying trusts only the chain: the checkpoints must be the ones the
 contract anchored (its events and views), the manifests must hash to the
@@ -47,6 +49,7 @@ from provanchor.verify.checks import (
     CHECK_ROOTS,
     CHECK_SEQ,
     CHECK_SIGNATURE,
+    split_proof,
 )
 from provanchor.verify.log import AgentLog, Chain, Tally
 from provanchor.verify.report import Report
@@ -178,7 +181,8 @@ def export_bundle(
     proof_blocks: list[tuple[CID, bytes]] = []
     for start in range(0, len(selected), PROOFS_PER_BLOCK):
         chunk = selected[start : start + PROOFS_PER_BLOCK]
-        wire = {"records": [[position, cid, _proof(levels, position)] for position, cid, _, _ in chunk]}
+        # [position, concatenated proof hashes]: the record's CID is the manifest's at that position.
+        wire = {"records": [[position, b"".join(_proof(levels, position))] for position, _, _, _ in chunk]}
         block = dagcbor.encode(wire)
         proof_blocks.append((CID.for_block(DAG_CBOR, block), block))
     content_blocks: dict[CID, bytes] = {}
@@ -374,9 +378,10 @@ def _match_checkpoints(report: Report, log: AgentLog, bundle: _BundleRoot) -> in
 
 def _bundle_records(
     report: Report, log: AgentLog, source: MemorySource, bundle: _BundleRoot, last: int
-) -> list[tuple[int, CID, list[bytes], bytes | None]]:
-    """(position, cid, proof, bytes or None) for every record the proof blocks list."""
-    out: list[tuple[int, CID, list[bytes], bytes | None]] = []
+) -> list[tuple[int, CID | None, bytes, bytes | None]]:
+    """(position, the anchored CID there, proof, record bytes or None) for every entry of the proof blocks."""
+    out: list[tuple[int, CID | None, bytes, bytes | None]] = []
+    size = log.anchors[last].size
     for proof_cid in bundle.proofs:
         try:
             wire = dagcbor.decode(source.get(proof_cid))
@@ -388,14 +393,15 @@ def _bundle_records(
             report.failed(CHECK_INCLUSION, f"proof block {proof_cid} is malformed")
             continue
         for entry in entries:
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)):
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)):
                 report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
                 continue
-            position, cid, proof = entry
-            if not isinstance(cid, CID) or not isinstance(proof, list):
+            position, proof = entry
+            if not isinstance(proof, bytes):
                 report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
                 continue
-            data = source.get(cid) if cid in source else None
+            cid = log.cids[position] if 0 <= position < size else None
+            data = source.get(cid) if cid is not None and cid in source else None
             out.append((position, cid, proof, data))
     if len(out) != bundle.records:
         report.failed(CHECK_BUNDLE, f"the root announces {bundle.records} record(s), the proof blocks list {len(out)}")
@@ -405,7 +411,7 @@ def _bundle_records(
 def _record_checks(
     report: Report,
     log: AgentLog,
-    records: list[tuple[int, CID, list[bytes], bytes | None]],
+    records: list[tuple[int, CID | None, bytes, bytes | None]],
     workers: int | None,
 ) -> None:
     anchor = log.anchors[len(log.manifests) - 1]
@@ -413,24 +419,24 @@ def _record_checks(
     blocks, inclusion, contract = Tally(CHECK_BLOCKS), Tally(CHECK_INCLUSION), Tally(CHECK_CONTRACT_INCLUSION)
     blocks.passed(log.tallies[CHECK_BLOCKS].count)
     blocks.failures.extend(log.tallies[CHECK_BLOCKS].failures)
-    present: list[tuple[int, bytes, list[bytes]]] = []
+    present: list[tuple[int, bytes, bytes]] = []
     for position, cid, proof, data in records:
+        if cid is None:
+            inclusion.failed(f"record {position} is outside the anchored log of size {anchor.size}")
+            continue
         if data is None:
             blocks.failed(f"record {position} ({cid}) is not in the bundle")
             continue
         blocks.passed()
-        if not 0 <= position < anchor.size or log.cids[position] != cid:
-            inclusion.failed(f"record {position} ({cid}) is not the anchored log's leaf {position}")
-            continue
         present.append((position, data, proof))
     # Proofs are checked with the records, in the worker processes: at 100,000 records they cost a second.
     problems = log.check_records(
         [(p, d) for p, d, _ in present], workers, (anchor.size, chain_root, [x for *_, x in present])
     )
     for position in _sample([p for p, _, _ in present]):
-        proof = next(x for p, _, x in present if p == position)
+        hashes = split_proof(next(x for p, _, x in present if p == position))
         leaf = merkle.leaf_hash(log.cids[position].digest)
-        if log.chain.ledger.verify_inclusion(leaf, position, anchor.size, proof, chain_root):
+        if log.chain.ledger.verify_inclusion(leaf, position, anchor.size, hashes, chain_root):
             contract.passed()
         else:
             contract.failed(f"record {position}: the contract's verifyInclusion returned false")
@@ -466,7 +472,7 @@ def _sample(positions: list[int]) -> list[int]:
 
 
 def _bundle_contents(
-    report: Report, source: MemorySource, records: list[tuple[int, CID, list[bytes], bytes | None]]
+    report: Report, source: MemorySource, records: list[tuple[int, CID | None, bytes, bytes | None]]
 ) -> None:
     import hashlib
 

@@ -8,6 +8,7 @@ check in a report.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_record_bytes",
     "manifest_mismatch",
     "record_problem",
+    "split_proof",
 ]
 
 # Check names, stable: they are part of the --json output.
@@ -116,23 +118,45 @@ def _record_problem(
     return None
 
 
+def split_proof(blob: bytes) -> list[bytes]:
+    """A proof stored as its hashes concatenated, as a list (a ragged tail makes it fail to verify)."""
+    return [blob[i : i + merkle.HASH_SIZE] for i in range(0, len(blob), merkle.HASH_SIZE)]
+
+
 def check_record_bytes(
     items: list[tuple[int, bytes, bytes, bytes | None]],
     agent: str,
     chain_id: int,
     contract: str,
-    proofs: tuple[int, bytes, list[list[bytes]]] | None = None,
+    proofs: tuple[int, bytes, list[bytes]] | None = None,
 ) -> list[RecordProblem]:
     """Check many (position, canonical bytes, signature, expected prev) of one agent's log.
 
     The bytes must already be verified against the CIDs the anchored manifest
     lists (the caller's block source does that). A plain function of picklable
     arguments, so large logs can be checked in worker processes. With
-    ``proofs`` = (tree size, root, one inclusion proof per item), each record's
+    ``proofs`` = (tree size, root, one inclusion proof per item, its hashes
+    concatenated), each record's
     leaf is also proven against that root. The signer is
     compared by address bytes, skipping the checksum formatting of
     `recover_signer`: at 100,000 records that formatting alone costs a second.
     """
+    enabled = gc.isenabled()
+    gc.disable()  # records are acyclic: collecting while decoding thousands of them only costs time
+    try:
+        return _check_record_bytes(items, agent, chain_id, contract, proofs)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_record_bytes(
+    items: list[tuple[int, bytes, bytes, bytes | None]],
+    agent: str,
+    chain_id: int,
+    contract: str,
+    proofs: tuple[int, bytes, list[bytes]] | None,
+) -> list[RecordProblem]:
     domain = Eip712Domain(chain_id, contract)
     wanted = bytes.fromhex(agent.lower()[2:])
     problems: list[RecordProblem] = []
@@ -140,7 +164,7 @@ def check_record_bytes(
         size, root, paths = proofs
         for (position, data, _, _), path in zip(items, paths, strict=True):
             leaf = merkle.leaf_hash(hashlib.sha256(data).digest())
-            if not merkle.verify_inclusion(leaf, position, size, path, root):
+            if not merkle.verify_inclusion(leaf, position, size, split_proof(path), root):
                 reason = f"its proof does not verify against the root of the tree of size {size}"
                 problems.append(RecordProblem(position, CHECK_INCLUSION, reason))
     for position, data, signature, prev in items:
