@@ -14,8 +14,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,75 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.agent_service import CLI, Agent
 
 from provanchor.home import Home
-from provanchor.localnet.devagents import enroll_agent
-from provanchor.localnet.tools import free_port
-from provanchor.records import Op, Record, code_hash, decode_record, identify_command, parse_file_location
-
-PASSWORD = "agent-test-password"
-CLI = [sys.executable, "-m", "provanchor.cli.main"]
-
-
-class Agent:
-    """One agent identity, its config, and the service process."""
-
-    def __init__(
-        self, net_home: Home, root: Path, name: str, backend: str, approve: bool = True, extra: str = ""
-    ) -> None:
-        self.home, self.identity = enroll_agent(net_home, root / "home", name, PASSWORD, approve=approve)
-        self.data = root / "data"
-        self.data.mkdir()
-        self.metrics_port = free_port()
-        self.config = root / "agent.toml"
-        self.config.write_text(
-            f'[agent]\nname = "{name}"\nhome = "{self.home.root}"\n'
-            f'[capture]\npaths = ["{self.data}"]\nbackend = "{backend}"\nsettle_seconds = 0.5\n'
-            f'[batch]\ninterval = 0.3\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n{extra}'
-        )
-        self.process: subprocess.Popen[str] | None = None
-        self.stderr = ""
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PROVANCHOR_HOME": str(self.home.root), "PROVANCHOR_PASSWORD": PASSWORD}
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [*CLI, "agent", "start", "--config", str(self.config)],
-            env=self.env(),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        status = self.home.root / "agents" / self.identity.address.lower() / "status.json"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent exited: {self.process.stderr.read() if self.process.stderr else ''}")
-            current = json.loads(status.read_text()) if status.exists() else {}
-            if current.get("backend") and current.get("pid") == self.process.pid and not current.get("stopping"):
-                time.sleep(0.3)
-                return
-            time.sleep(0.1)
-        raise AssertionError("agent did not start")
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        _, self.stderr = self.process.communicate(timeout=120)
-        assert self.process.returncode == 0, self.stderr
-
-    def records(self) -> list[Record]:
-        db = next((self.home.root / "agents").glob("*/spool.sqlite"))
-        with sqlite3.connect(db) as connection:
-            rows = connection.execute("SELECT data FROM records ORDER BY seq").fetchall()
-        return [decode_record(bytes(r[0])) for r in rows]
-
-    def anchored(self) -> int:
-        db = next((self.home.root / "agents").glob("*/spool.sqlite"))
-        with sqlite3.connect(db) as connection:
-            row = connection.execute("SELECT MAX(end_seq) FROM batches WHERE state = 'anchored'").fetchone()
-        return int(row[0] or 0)
+from provanchor.records import Op, Record, code_hash, identify_command, parse_file_location
 
 
 def path_of(record: Record) -> str:
@@ -408,7 +341,7 @@ def test_mmap_writes_and_files_gone_before_they_are_read(net_home: Home, tmp_pat
         created = [r for r in mine if r.op == Op.CREATE]
         assert created  # never silently dropped
         if created[0].after is None:
-            assert created[0].capture.reason and "deleted before" in created[0].capture.reason
+            assert created[0].capture.reason and "before the agent could read it" in created[0].capture.reason
 
 
 def test_an_unreadable_file_is_recorded_with_the_reason(net_home: Home, tmp_path: Path) -> None:

@@ -59,7 +59,10 @@ class AgentConfig:
 
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "agent": {"name": str, "home": str, "keystore": str, "password_file": str, "host_id": str},
+    "agent": {
+        "name": str, "home": str, "keystore": str, "password_file": str, "host_id": str,
+        "snapshot_interval": (int, float),
+    },
     "capture": {
         "paths": list,
         "exclude": list,
@@ -117,6 +120,11 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     interval = float(batch.get("interval", 1.0))
     if interval <= 0:
         raise ConfigError(f"{source}: batch.interval must be positive")
+    if "snapshot_interval" in agent and "interval" in snapshot:
+        raise ConfigError(f"{source}: give [agent] snapshot_interval or [snapshot] interval, not both")
+    snapshot_interval = float(agent.get("snapshot_interval", snapshot.get("interval", 0.0)))
+    if snapshot_interval < 0:
+        raise ConfigError(f"{source}: the snapshot interval must be 0 (off) or a number of seconds")
     listen = metrics.get("listen", "127.0.0.1:9464")
     if listen and (":" not in listen or not listen.rsplit(":", 1)[1].isdigit()):
         raise ConfigError(f'{source}: metrics.listen must be HOST:PORT (or "" to disable), got {listen!r}')
@@ -141,8 +149,11 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         fixed_user=fixed_user,
         metrics_listen=listen or None,
         snapshot=SnapshotConfig(
-            interval=float(snapshot.get("interval", 0.0)),
-            paths=tuple(str(_path(p, base)) for p in _strings(snapshot.get("paths", []), "snapshot.paths", source)),
+            interval=snapshot_interval,
+            paths=tuple(
+                _watched_path(p, base, source) for p in _strings(snapshot.get("paths", []), "snapshot.paths", source)
+            )
+            or paths,
         ),
     )
 

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,8 @@ from provanchor.network import load_network
 from provanchor.pipeline.recorder import RecordRef, default_host_id
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Change, parse_file_location
+
+_RECENT_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -69,6 +71,13 @@ class AgentService:
         self.host_id = config.host_id or default_host_id()
         self.metrics: MetricsServer | None = None
         self._pending: deque[Future[RecordRef]] = deque()
+        self._snapshotter: threading.Thread | None = None
+        # Contents just recorded, by CID: telling a truncate from a rewrite needs the old content,
+        # which is usually not on IPFS yet (waiting for it would stall capture for seconds).
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_bytes = 0
+        self.snapshots_taken = 0
+        self.snapshot_errors = 0
 
     def _identity(self) -> AgentIdentity:
         if self.config.keystore is None:
@@ -135,6 +144,9 @@ class AgentService:
         found = tracker.rescan("changes made while the agent was not running")
         if found:
             self.log(f"rescan: recorded {found} change(s) made while the agent was down")
+        if self.config.snapshot.interval > 0:
+            self._snapshotter = threading.Thread(target=self._snapshot_loop, name="provanchor-snapshots", daemon=True)
+            self._snapshotter.start()
         self._write_status()
         last_rescan = time.monotonic()
         last_status = 0.0
@@ -175,7 +187,33 @@ class AgentService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
 
+    def _snapshot_loop(self) -> None:
+        """Snapshot every configured tree at start and then every interval, beside capture.
+
+        It runs in its own thread so that reading a large tree never delays
+        capture; snapshots are incremental, so a quiet tree costs a stat per
+        file. A failure is logged and retried at the next interval.
+        """
+        from provanchor.snapshot.service import take_snapshot
+
+        interval = self.config.snapshot.interval
+        while not self._stop.is_set():
+            for path in self.config.snapshot.paths:
+                if self._stop.is_set():
+                    return
+                try:
+                    taken = take_snapshot(self.session, path, self.host_id)
+                except Exception as exc:  # the agent keeps capturing whatever a snapshot does
+                    self.snapshot_errors += 1
+                    self.log(f"error: snapshot of {path} failed: {exc}")
+                    continue
+                self.snapshots_taken += 1
+                self.log(f"snapshot of {path}: {taken.snapshot_id} ({taken.files} files, {taken.files_read} read)")
+            self._stop.wait(interval)
+
     def _shutdown(self) -> None:
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout=120)
         self.session.stop()
         try:
             status = self.session.flush(timeout=30)
@@ -190,7 +228,22 @@ class AgentService:
 
     # ------------------------------------------------------------ plumbing
 
+    def _remember(self, change: Change, content: bytes | None) -> None:
+        after = change.after
+        if content is None or after is None or after.cid is None or len(content) > _RECENT_LIMIT // 4:
+            return
+        key = after.cid.encode()
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return
+        self._recent[key] = content
+        self._recent_bytes += len(content)
+        while self._recent_bytes > _RECENT_LIMIT:
+            _, dropped = self._recent.popitem(last=False)
+            self._recent_bytes -= len(dropped)
+
     def _submit(self, change: Change, content: bytes | None) -> None:
+        self._remember(change, content)
         # Queued for the recorder, which commits whole groups per fsync: a burst of changes
         # costs one fsync per group, not per record. Failures are reported as they complete.
         self._pending.append(self.session.recorder.submit(change, content, fill_before=False))
@@ -225,6 +278,9 @@ class AgentService:
             return None
 
     def _old_content(self, cid: CID) -> bytes | None:
+        recent = self._recent.get(cid.encode())
+        if recent is not None:
+            return recent
         with contextlib.suppress(ProvanchorError):
             return self.session.anchorer.ipfs.cat(cid)
         return None
@@ -250,6 +306,8 @@ class AgentService:
             "found_by_rescan": tracker.stats.found_by_rescan if tracker else 0,
             "unreadable_files": tracker.stats.unreadable if tracker else 0,
             "capture_errors": tracker.stats.errors if tracker else 0,
+            "snapshots_taken": self.snapshots_taken,
+            "snapshot_errors": self.snapshot_errors,
             "backend": self.state.backend,
         }
 

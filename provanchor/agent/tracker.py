@@ -16,6 +16,14 @@ it means and what to record, with defined outcomes for the awkward cases:
 - **chmod**: the mode changed (ATTRIB events that change nothing are dropped).
 - **created and deleted before the agent read it**: a `create` whose `after`
   is null with the reason, followed by the `delete`.
+- **written, then renamed before the agent read it**: the write is read
+  under the name the file has at the end of the batch of events; when the
+  rename comes in a later batch, the file is marked stale and re-read (and
+  re-stat'ed) where the rename puts it, so the rename record is followed by
+  the write (or chmod) it carried. A file that another file was renamed over
+  before it was read is treated as gone, never read under the other's name.
+- **modified without a close, then renamed**: the settle timer follows the
+  file to its new name.
 - **unreadable files**: the record says it could not read them, and why.
 - **queue overflow**: a rescan compares the trees with the agent's view and
   records every difference, marked as found by rescan.
@@ -101,7 +109,10 @@ class ChangeTracker:
         self.stats = TrackerStats()
         self.code = CodeIdentityCache()
         self._old_content = old_content
-        self._read_aliases: dict[str, str] = {}
+        self._read_aliases: dict[str, str | None] = {}
+        # Known files whose write could not be read because they had been renamed away by then:
+        # their content is re-read where the rename that follows puts them.
+        self.stale: set[str] = set()
         self._resolve_process = resolve_process
         self._store_large = store_large
         self.on_error: Callable[[RawEvent, Exception], None] | None = None
@@ -118,19 +129,14 @@ class ChangeTracker:
         record carries it and the rename that follows keeps it.
         """
         renames: dict[str, list[tuple[int, str]]] = {}
+        replaced: dict[str, list[int]] = {}  # names another file was renamed over, and when
         for i, event in enumerate(events):
             if event.kind == EventKind.RENAME and event.old_path is not None and not event.is_dir:
                 renames.setdefault(event.old_path, []).append((i, event.path))
+                replaced.setdefault(event.path, []).append(i)
         for i, event in enumerate(events):
             if renames and event.kind == EventKind.CLOSE_WRITE and not event.is_dir:
-                final, position = event.path, i
-                while True:  # follow the names this file took later in the batch
-                    later = next(((j, new) for j, new in renames.get(final, ()) if j > position), None)
-                    if later is None:
-                        break
-                    position, final = later
-                if final != event.path:
-                    self._read_aliases[event.path] = final
+                self._read_aliases[event.path] = _final_name(event.path, i, renames, replaced)
             try:
                 self.handle(event)
             except Exception as exc:  # one bad event must never stop the agent
@@ -184,7 +190,8 @@ class ChangeTracker:
         for path, entry in list(self.dirty.items()):
             if now_ns - entry.last_ns >= quiet:
                 del self.dirty[path]
-                self._record_content(replace(entry.event, time_ns=now_ns), settled=True)
+                # The file may have been renamed since its last MODIFY: its key here is its name now.
+                self._record_content(replace(entry.event, path=path, old_path=None, time_ns=now_ns), settled=True)
 
     # ------------------------------------------------------------ rescans
 
@@ -228,17 +235,23 @@ class ChangeTracker:
 
     # ------------------------------------------------------------ recording
 
-    def _record_content(self, event: RawEvent, settled: bool) -> None:
+    def _record_content(self, event: RawEvent, settled: bool, where_it_is: bool = False) -> None:
+        """Read and record a file's content; ``where_it_is`` reads ``event.path`` itself, never an alias."""
         path = event.path
         was_created = path in self.created
         self.created.discard(path)
-        content = self._read(self._read_aliases.get(path, path))
+        alias = path if where_it_is else self._read_aliases.get(path, path)
+        content = self._read(alias) if alias is not None else _Content(None, None, "vanished")
         known = self.known.get(path)
         if content.reason == "vanished":
+            # Gone from this name when read: deleted (a DELETE event follows and records it) or
+            # renamed away (the RENAME that follows re-reads it where it went: see `stale`).
             if was_created and known is None:
-                capture = self._capture(event, extra="the file was deleted before the agent could read it")
+                capture = self._capture(event, extra="the file was deleted (or renamed) before the agent could read it")
                 self._emit(path, Op.CREATE, event, _Content(None, None, content.reason), capture)
-            return  # the DELETE event that follows records the deletion
+            if path in self.known:
+                self.stale.add(path)
+            return
         if known is not None and content.ref is not None and known.sha256 == content.ref.sha256:
             return  # closed after writing the same bytes: nothing changed
         op = Op.CREATE if known is None else self._write_or_truncate(known, content)
@@ -251,10 +264,11 @@ class ChangeTracker:
     def _record_delete(self, event: RawEvent) -> None:
         path = event.path
         self.dirty.pop(path, None)
+        self.stale.discard(path)
         if path in self.created and path not in self.known:
             # Created and deleted between two reads: say so rather than lose it.
             self.created.discard(path)
-            capture = self._capture(event, extra="the file was deleted before the agent could read it")
+            capture = self._capture(event, extra="the file was deleted (or renamed) before the agent could read it")
             self._emit(path, Op.CREATE, event, _Content(None, None, "vanished"), capture)
         self._emit(path, Op.DELETE, event, _Content(None, None, None), self._capture(event))
 
@@ -274,7 +288,15 @@ class ChangeTracker:
             self._record_content(replace(event, path=new), settled=False)
             return
         ref = _ref(known)
+        self.stale.discard(new)  # renamed over: whatever was pending for the replaced file is moot
         self._emit(new, Op.RENAME, event, _Content(ref, None, None), self._capture(event), from_location=old)
+        if old in self.stale:
+            # Written (or chmod-ed) before it moved, but gone from its old name when the agent looked:
+            # the rename record carries what the agent knew, and these records the current state.
+            self.stale.discard(old)
+            moved = replace(event, path=new, old_path=None)
+            self._record_content(replace(moved, kind=EventKind.CLOSE_WRITE), settled=False, where_it_is=True)
+            self._record_chmod(replace(moved, kind=EventKind.ATTRIB))
 
     def _record_chmod(self, event: RawEvent) -> None:
         path = event.path
@@ -282,6 +304,8 @@ class ChangeTracker:
         try:
             mode = os.stat(path, follow_symlinks=False).st_mode
         except OSError:
+            if known is not None:
+                self.stale.add(path)  # renamed away before it was seen: the rename checks it again
             return
         if known is None or known.mode == mode:
             if known is not None:
@@ -455,6 +479,26 @@ class ChangeTracker:
                     path = os.path.join(directory, name)
                     if self._watched(path) and os.path.isfile(path) and not os.path.islink(path):
                         yield path
+
+
+def _final_name(
+    path: str, position: int, renames: dict[str, list[tuple[int, str]]], replaced: dict[str, list[int]]
+) -> str | None:
+    """Where the file closed at ``position`` lives at the end of its batch; None when it was replaced.
+
+    Follows the renames of the name that come later in the batch. If another
+    file is renamed over the name first, the written file was destroyed then:
+    reading the name would return the other file's content.
+    """
+    final = path
+    while True:
+        later = next(((j, new) for j, new in renames.get(final, ()) if j > position), None)
+        overwritten = next((k for k in replaced.get(final, ()) if k > position), None)
+        if overwritten is not None and (later is None or overwritten < later[0]):
+            return None
+        if later is None:
+            return final
+        position, final = later
 
 
 def _ref(state: FileState) -> ContentRef | None:

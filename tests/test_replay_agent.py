@@ -1,0 +1,128 @@
+"""Replay against the real agent: random file operations by several processes, replayed at many instants.
+
+The agent runs as a service with fanotify and takes its periodic snapshot at
+start. Three worker processes at a time create, write, append, truncate,
+rename (sometimes over another file), chmod and delete files; after each
+round the test waits until the agent has spooled everything, notes the time
+and keeps its own copy of the tree. Once the agent has stopped and anchored,
+a replay at each noted time must equal that copy, file for file, byte for
+byte and mode for mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers.agent_service import Agent
+from test_replay_state import tree_of
+
+from provanchor.home import Home
+from provanchor.pipeline.recorder import default_host_id
+from provanchor.records import file_location
+from provanchor.replay import open_sources, replay_state
+
+WORKER = r"""
+import os, random, sys
+seed, root, prefix, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+rng = random.Random(seed)
+def mine():
+    found = []
+    for dirpath, _, names in os.walk(root):
+        found += [os.path.join(dirpath, n) for n in names if n.startswith(prefix)]
+    return sorted(found)
+for step in range(count):
+    files = mine()
+    op = rng.choice(["create", "create", "write", "append", "truncate", "rename", "chmod", "delete"])
+    if op == "create" or not files:
+        sub = rng.choice(["", "a", "a/b", "c"])
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+        path = os.path.join(root, sub, f"{prefix}{seed}_{step}.dat")
+        with open(path, "wb") as f:
+            f.write(os.urandom(rng.choice([0, 10, 1000, 70000, 300000])))
+        continue
+    path = rng.choice(files)
+    if op == "write":
+        with open(path, "wb") as f:
+            f.write(os.urandom(rng.randint(1, 5000)))
+    elif op == "append":
+        with open(path, "ab") as f:
+            f.write(os.urandom(rng.randint(1, 3000)))
+    elif op == "truncate":
+        os.truncate(path, os.path.getsize(path) // 2)
+    elif op == "rename":
+        if len(files) > 1 and rng.random() < 0.3:
+            target = rng.choice([f for f in files if f != path])  # over another of this worker's files
+        else:
+            sub = os.path.join(root, rng.choice(["", "a", "c"]))
+            os.makedirs(sub, exist_ok=True)
+            target = os.path.join(sub, f"{prefix}{seed}_{step}_mv.dat")
+        os.rename(path, target)
+    elif op == "chmod":
+        os.chmod(path, rng.choice([0o600, 0o640, 0o644, 0o755]))
+    elif op == "delete":
+        os.unlink(path)
+"""
+
+
+def wait_until_spooled(agent: Agent, quiet: float = 1.2, timeout: float = 60) -> None:
+    """Until the agent's spooled count has not moved for `quiet` seconds (past its 0.5 s settle time)."""
+    status = agent.home.root / "agents" / agent.identity.address.lower() / "status.json"
+    last, since = -1, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = json.loads(status.read_text()).get("records_spooled", 0) if status.exists() else 0
+        if current != last:
+            last, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the agent never went quiet")
+
+
+def test_replay_equals_the_tree_at_every_instant(net_home: Home, tmp_path: Path) -> None:
+    agent = Agent(net_home, tmp_path, "random-ops", "fanotify", extra="[snapshot]\ninterval = 3600\n")
+    data = agent.data.resolve()
+    (data / "a").mkdir()
+    (data / "seed.txt").write_bytes(b"there before the agent\n")
+    (data / "a" / "big.bin").write_bytes(os.urandom(600_000))
+    os.symlink("seed.txt", data / "link")
+    agent.start()
+    status = agent.home.root / "agents" / agent.identity.address.lower() / "status.json"
+    deadline = time.monotonic() + 60
+    while json.loads(status.read_text()).get("snapshots_taken", 0) < 1:
+        assert time.monotonic() < deadline, "the start-up snapshot was never taken"
+        time.sleep(0.2)
+    rng = random.Random(1234)
+    instants: list[tuple[int, dict[str, tuple[str, bytes | str, int]]]] = []
+    try:
+        for round_number in range(8):
+            workers = [
+                subprocess.Popen([sys.executable, "-c", WORKER, str(rng.randrange(10**6)), str(data), f"w{i}_", "12"])
+                for i in range(3)
+            ]
+            for worker in workers:
+                assert worker.wait(timeout=60) == 0
+            if round_number == 3:
+                (data / "seed.txt").write_bytes(b"changed by the test itself\n")
+            wait_until_spooled(agent)
+            instants.append((time.time_ns(), tree_of(data)))
+            time.sleep(0.05)
+    finally:
+        agent.stop()
+    assert len({json.dumps(sorted(t)) for _, t in instants}) > 4  # the tree really changed between instants
+    location = file_location(default_host_id(), str(data))
+    with open_sources(agent.home) as sources:
+        for number, (at, expected) in enumerate(instants):
+            out = tmp_path / f"replay-{number}"
+            result = replay_state(sources.records, sources.ipfs, sources.ledger, location, at, out)
+            assert result.ok, ([b.to_json() for b in result.breaks] + result.problems, agent.stderr[-3000:])
+            assert result.snapshot is not None
+            got = tree_of(out)
+            differing = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+            assert not differing, f"instant {number} at {at}: {differing}; agent log: {agent.stderr[-3000:]}"
