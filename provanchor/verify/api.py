@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from provanchor.errors import (
 from provanchor.index.store import IndexStore
 from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.ipfs.unixfs import UnixFSError
-from provanchor.records import Record, decode_record, recover_signer
+from provanchor.records import ContentRef, Record, decode_record, recover_signer
 from provanchor.verify.checks import (
     CHECK_ACTIVE,
     CHECK_BLOCKS,
@@ -49,7 +49,7 @@ from provanchor.verify.checks import (
     CHECK_SIGNATURE,
     RecordProblem,
 )
-from provanchor.verify.log import AgentLog, Anchor, Chain, Tally
+from provanchor.verify.log import AgentLog, Anchor, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
 from provanchor.verify.sources import BlockSource, GatewaySource, IpfsSource, content_bytes
 
@@ -248,7 +248,7 @@ def check_anchored_record(ctx: VerifyContext, report: Report, record: Record, co
     blocks.count += walked.count
     blocks.failures.extend(walked.failures)
     if content:
-        _content(ctx, report, record, blocks)
+        _content(ctx, report, record)
     report.extend([blocks.check(f"{blocks.count} block(s) fetched, each hashed to its CID")])
     return _Located(record, anchor)
 
@@ -354,25 +354,48 @@ def _links(ctx: VerifyContext, report: Report, log: AgentLog, record: Record, bl
         report.passed(CHECK_SEQ, f"seq {record.seq} sits at its position; prev links hold with both neighbours")
 
 
-def _content(ctx: VerifyContext, report: Report, record: Record, blocks: Tally) -> None:
+def content_problem(source: BlockSource, after: ContentRef) -> str | None:
+    """Why the stored content of `after` is not what it claims (unavailable, not a file, other hash), or None."""
+    assert after.cid is not None
+    try:
+        data = content_bytes(source, after.cid)
+    except (BlockNotFound, BlockMismatch) as exc:
+        return f"content {after.cid} could not be fetched: {exc}"
+    except UnixFSError as exc:
+        return f"content {after.cid} is not a file: {exc}"
+    if hashlib.sha256(data).digest() != after.sha256 or len(data) != after.size:
+        return f"content {after.cid} does not match the record's sha256/size"
+    return None
+
+
+def _content(ctx: VerifyContext, report: Report, record: Record) -> None:
     after = record.after
     if after is None or after.cid is None:
         report.passed(CHECK_CONTENT, "the record stores no content (after has no CID): nothing to compare")
         return
-    try:
-        data = content_bytes(ctx.source, after.cid)
-    except (BlockNotFound, BlockMismatch) as exc:
-        blocks.failed(f"content: {exc}")
-        report.failed(CHECK_CONTENT, f"content {after.cid} could not be fetched: {exc}")
-        return
-    except UnixFSError as exc:
-        report.failed(CHECK_CONTENT, f"content {after.cid} is not a file: {exc}")
-        return
-    blocks.passed()
-    if hashlib.sha256(data).digest() != after.sha256 or len(data) != after.size:
-        report.failed(CHECK_CONTENT, f"content {after.cid} does not match the record's sha256/size")
-    else:
+    problem = content_problem(ctx.source, after)
+    if problem is None:
         report.passed(CHECK_CONTENT, f"content {after.cid}: {after.size} bytes with the record's sha256")
+    else:
+        report.failed(CHECK_CONTENT, problem)
+
+
+def check_contents(report: Report, source: BlockSource, blocks: Iterable[tuple[int, bytes]]) -> None:
+    """One check over the stored contents of many records (records that do not decode are skipped)."""
+    tally = Tally(CHECK_CONTENT)
+    for position, data in blocks:
+        try:
+            after = decode_record(data).after
+        except RecordError:
+            continue  # reported by the record checks
+        if after is None or after.cid is None:
+            continue
+        problem = content_problem(source, after)
+        if problem is None:
+            tally.passed()
+        else:
+            tally.failed(f"record {position}: {problem}")
+    report.extend([tally.check(f"{tally.count} stored content(s) match their records' sha256 and size")])
 
 
 # ------------------------------------------------------------------ an agent's whole log
@@ -395,7 +418,7 @@ def verify_agent(ctx: VerifyContext, address: str, with_content: bool = False) -
     if log.anchors:
         _sample_inclusion(ctx, report, log, log.anchors[-1])
     if with_content:
-        _contents(ctx, report, log, blocks)
+        check_contents(report, ctx.source, blocks)
     if ctx.index is not None:
         report.facts["index_hint"] = {"served": ctx.hint_served, "refused": ctx.hint_refused}
     return report
@@ -442,12 +465,8 @@ def _record_tallies(
     block_tally.passed(len(blocks))
     for position, reason in failures:
         block_tally.failed(f"record {position}: {reason}")
-    tallies = {name: Tally(name) for name in (CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ)}
-    for problem in problems:
-        tallies[problem.check].failed(f"record {problem.position}: {problem.reason}")
     checked = len(blocks)
-    for tally in tallies.values():
-        tally.count = checked
+    tallies = tally_problems(problems, checked, (CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ))
     log.report_into(
         report,
         {
@@ -482,25 +501,3 @@ def _sample_inclusion(ctx: VerifyContext, report: Report, log: AgentLog, anchor:
     proof = merkle.inclusion_proof(log.leaves[: anchor.size], position)
     chain_root = ctx.chain.ledger.checkpoint(log.agent, anchor.index).root
     check_proof(ctx, report, log.agent, log.leaves[position], position, anchor, chain_root, proof)
-
-
-def _contents(ctx: VerifyContext, report: Report, log: AgentLog, blocks: Sequence[tuple[int, bytes]]) -> None:
-    tally = Tally(CHECK_CONTENT)
-    for position, data in blocks:
-        try:
-            record = decode_record(data)
-        except RecordError:
-            continue
-        after = record.after
-        if after is None or after.cid is None:
-            continue
-        try:
-            content = content_bytes(ctx.source, after.cid)
-        except (BlockNotFound, BlockMismatch, UnixFSError) as exc:
-            tally.failed(f"record {position}: content {after.cid}: {exc}")
-            continue
-        if hashlib.sha256(content).digest() != after.sha256 or len(content) != after.size:
-            tally.failed(f"record {position}: content {after.cid} does not match the record's sha256/size")
-        else:
-            tally.passed()
-    report.extend([tally.check(f"{tally.count} stored content(s) match their records' sha256 and size")])

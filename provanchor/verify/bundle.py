@@ -36,12 +36,11 @@ from provanchor.codec import dagcbor
 from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
 from provanchor.ipfs.car import CarError, read_car, write_car
 from provanchor.ipfs.cid import CID, DAG_CBOR
-from provanchor.ipfs.unixfs import UnixFSError
 from provanchor.pipeline.manifest import decode_manifest
 from provanchor.records import Record, decode_record
+from provanchor.verify.api import check_contents
 from provanchor.verify.checks import (
     CHECK_BLOCKS,
-    CHECK_CONTENT,
     CHECK_CONTRACT_INCLUSION,
     CHECK_FORMAT,
     CHECK_INCLUSION,
@@ -51,9 +50,9 @@ from provanchor.verify.checks import (
     CHECK_SIGNATURE,
     split_proof,
 )
-from provanchor.verify.log import AgentLog, Chain, Tally
+from provanchor.verify.log import AgentLog, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
-from provanchor.verify.sources import BlockSource, MemorySource, content_bytes, dag_blocks
+from provanchor.verify.sources import BlockSource, MemorySource, dag_blocks
 
 __all__ = ["BUNDLE_TYPE", "ExportSummary", "Selection", "export_bundle", "verify_bundle"]
 
@@ -344,7 +343,7 @@ def verify_bundle(chain: Chain, path: str | os.PathLike[str], workers: int | Non
     report.facts.update({"checkpoints": last + 1, "records": len(records)})
     _record_checks(report, log, records, workers)
     if bundle.selection.get("content"):
-        _bundle_contents(report, source, records)
+        check_contents(report, source, [(position, data) for position, _, _, data in records if data is not None])
     return report
 
 
@@ -416,19 +415,17 @@ def _record_checks(
 ) -> None:
     anchor = log.anchors[len(log.manifests) - 1]
     chain_root = log.chain.ledger.checkpoint(log.agent, anchor.index).root
-    blocks, inclusion, contract = Tally(CHECK_BLOCKS), Tally(CHECK_INCLUSION), Tally(CHECK_CONTRACT_INCLUSION)
-    blocks.passed(log.tallies[CHECK_BLOCKS].count)
-    blocks.failures.extend(log.tallies[CHECK_BLOCKS].failures)
+    blocks, contract = log.tallies[CHECK_BLOCKS], Tally(CHECK_CONTRACT_INCLUSION)
+    outside: list[str] = []
     present: list[tuple[int, bytes, bytes]] = []
     for position, cid, proof, data in records:
         if cid is None:
-            inclusion.failed(f"record {position} is outside the anchored log of size {anchor.size}")
-            continue
-        if data is None:
+            outside.append(f"record {position} is outside the anchored log of size {anchor.size}")
+        elif data is None:
             blocks.failed(f"record {position} ({cid}) is not in the bundle")
-            continue
-        blocks.passed()
-        present.append((position, data, proof))
+        else:
+            blocks.passed()
+            present.append((position, data, proof))
     # Proofs are checked with the records, in the worker processes: at 100,000 records they cost a second.
     problems = log.check_records(
         [(p, d) for p, d, _ in present], workers, (anchor.size, chain_root, [x for *_, x in present])
@@ -440,22 +437,26 @@ def _record_checks(
             contract.passed()
         else:
             contract.failed(f"record {position}: the contract's verifyInclusion returned false")
-    tallies = {name: Tally(name) for name in (CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ)}
-    for tally in tallies.values():
-        tally.count = len(present)
-    inclusion.count += len(present)
-    for problem in problems:
-        target = inclusion if problem.check == CHECK_INCLUSION else tallies[problem.check]
-        target.failures.append(f"record {problem.position}: {problem.reason}")
-    log.report_into(report, {CHECK_MANIFEST: "the manifests are the ones anchored", CHECK_ROOTS: "roots rebuilt"})
+    names = (CHECK_INCLUSION, CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ)
+    tallies = tally_problems(problems, len(present), names)
+    for reason in outside:
+        tallies[CHECK_INCLUSION].failed(reason)
+    log.report_into(
+        report,
+        {
+            CHECK_BLOCKS: f"{blocks.count} block(s) (manifests and records), each hashed to its CID",
+            CHECK_MANIFEST: "the manifests are the ones anchored",
+            CHECK_ROOTS: "roots rebuilt",
+        },
+    )
     where = f"checkpoint {anchor.index} (size {anchor.size})"
+    count = len(present)
     report.extend(
         [
-            blocks.check(f"{blocks.count} block(s), each hashed to its CID"),
-            inclusion.check(f"{inclusion.count} proof(s) verify against the contract's root of {where}"),
+            tallies[CHECK_INCLUSION].check(f"{count} proof(s) verify against the contract's root of {where}"),
             contract.check(f"eth_call verifyInclusion agreed on {contract.count} sampled proof(s)"),
-            tallies[CHECK_FORMAT].check(f"{len(present)} record(s) decode strictly"),
-            tallies[CHECK_SIGNATURE].check(f"{len(present)} signature(s) from the manifests recover to the agent"),
+            tallies[CHECK_FORMAT].check(f"{count} record(s) decode strictly"),
+            tallies[CHECK_SIGNATURE].check(f"{count} signature(s) from the manifests recover to the agent"),
             tallies[CHECK_SEQ].check("every record sits at its seq; prev links match the anchored leaves"),
         ]
     )
@@ -469,30 +470,3 @@ def _sample(positions: list[int]) -> list[int]:
         return positions
     step = (len(positions) - 1) / (CONTRACT_SAMPLE - 1)
     return sorted({positions[round(i * step)] for i in range(CONTRACT_SAMPLE)})
-
-
-def _bundle_contents(
-    report: Report, source: MemorySource, records: list[tuple[int, CID | None, bytes, bytes | None]]
-) -> None:
-    import hashlib
-
-    tally = Tally(CHECK_CONTENT)
-    for position, _, _, data in records:
-        if data is None:
-            continue
-        try:
-            after = decode_record(data).after
-        except RecordError:
-            continue
-        if after is None or after.cid is None:
-            continue
-        try:
-            content = content_bytes(source, after.cid)
-        except (BlockNotFound, BlockMismatch, UnixFSError) as exc:
-            tally.failed(f"record {position}: {exc}")
-            continue
-        if hashlib.sha256(content).digest() == after.sha256 and len(content) == after.size:
-            tally.passed()
-        else:
-            tally.failed(f"record {position}: content {after.cid} does not match the record's sha256/size")
-    report.extend([tally.check(f"{tally.count} content(s) in the bundle match their records' sha256 and size")])

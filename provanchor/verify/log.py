@@ -38,7 +38,7 @@ from provanchor.verify.checks import (
 from provanchor.verify.report import Check, Report
 from provanchor.verify.sources import BlockSource
 
-__all__ = ["AgentLog", "Anchor", "Chain", "Tally"]
+__all__ = ["AgentLog", "Anchor", "Chain", "Tally", "tally_problems"]
 
 _BATCH = 200
 # Below this many records, worker processes cost more than they save.
@@ -159,6 +159,16 @@ class Tally:
         shown = "; ".join(self.failures[:3])
         more = f" (and {len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
         return Check(self.name, False, f"{len(self.failures)} of {self.count} failed: {shown}{more}")
+
+
+def tally_problems(problems: Sequence[RecordProblem], checked: int, names: Sequence[str]) -> dict[str, Tally]:
+    """One tally per named check over `checked` records, failed where the workers found a problem."""
+    tallies = {name: Tally(name) for name in names}
+    for tally in tallies.values():
+        tally.count = checked
+    for problem in problems:
+        tallies[problem.check].failures.append(f"record {problem.position}: {problem.reason}")
+    return tallies
 
 
 @dataclass
