@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from provanchor.home import Home
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
 from provanchor.ipfs.cid import CID
+from provanchor.ipfs.client import IpfsClient
 from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import NetworkDescriptor, load_network
@@ -284,3 +287,88 @@ def test_bad_input_is_one_line_and_never_a_pass(
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
         assert needle in done.stderr.lower(), done.stderr
         assert "OK" not in done.stdout
+
+
+def test_index_hint_is_verified_not_believed(
+    network: NetworkDescriptor, honest: dict[str, object], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    agent = str(honest["agent"])
+    index = tmp_path / "index.sqlite"
+    with IndexStore.open(index, must_exist=False) as store:
+        Indexer(store, network).sync()
+        other = store.record_bytes(agent, 3)
+    with sqlite3.connect(index) as db:  # the hint lies about record 2
+        db.execute(
+            "UPDATE record_bytes SET canonical = ? WHERE id = (SELECT id FROM records WHERE agent = ? AND seq = 2)",
+            (other, agent),
+        )
+    with context(network, index_path=index) as ctx:
+        report = verify_agent(ctx, agent)
+        assert report.ok, report.render()  # record 2 came from IPFS instead
+        assert report.facts["index_hint"] == {"served": 9, "refused": 1}
+
+
+class _Gateway(http.server.ThreadingHTTPServer):
+    """A trustless gateway in front of the test's IPFS daemon; `lie` flips a byte of every block."""
+
+    def __init__(self, ipfs_api: str) -> None:
+        self.ipfs = IpfsClient(ipfs_api)
+        self.lie = False
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)
+
+
+class _GatewayHandler(http.server.BaseHTTPRequestHandler):
+    server: _Gateway
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        cid = self.path.split("?")[0].removeprefix("/ipfs/")
+        try:
+            data = self.server.ipfs.get_block(cid)
+        except Exception:
+            self.send_response(404)
+            self.end_headers()
+            return
+        if self.server.lie:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_gateway_block_source(network: NetworkDescriptor, honest: dict[str, object]) -> None:
+    ids = honest["ids"]
+    assert isinstance(ids, list)
+    gateway = _Gateway(network.ipfs_api)
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{gateway.server_address[1]}"
+    try:
+        with VerifyContext(network.rpc_url, network.contract, gateway=url) as ctx:
+            report = verify_record(ctx, ids[6])
+            assert report.ok, report.render()
+        gateway.lie = True
+        with VerifyContext(network.rpc_url, network.contract, gateway=url) as ctx:
+            report = verify_record(ctx, ids[6])
+            assert {c.name for c in report.failures()} == {"blocks match CIDs"}
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        thread.join(timeout=5)
+
+
+def test_bundle_proofs_equal_rfc9162_paths() -> None:
+    from provanchor import merkle
+    from provanchor.verify.bundle import _levels, _proof
+
+    leaves = [merkle.leaf_hash(i.to_bytes(32, "big")) for i in range(70)]
+    for size in range(1, 71):
+        levels = _levels(leaves[:size])
+        assert levels[-1][0] == merkle.root(leaves[:size])
+        for index in range(size):
+            assert _proof(levels, index) == merkle.inclusion_proof(leaves[:size], index)
