@@ -22,9 +22,7 @@ the chain and IPFS alone, giving the same answers.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from provanchor import merkle
@@ -37,6 +35,7 @@ from provanchor.network import NetworkDescriptor
 from provanchor.pipeline.manifest import decode_manifest
 from provanchor.records import Eip712Domain, Record, decode_record
 from provanchor.verify.checks import manifest_mismatch, record_problem
+from provanchor.verify.sources import IpfsSource
 
 
 @dataclass
@@ -93,8 +92,7 @@ class Indexer:
         self.ledger = ledger or LedgerClient(network.rpc_url, network.contract)
         self.ipfs = ipfs or IpfsClient(network.ipfs_api)
         self.domain = Eip712Domain(network.chain_id, network.contract)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="index-fetch")
-        self._clients = threading.local()
+        self._blocks = IpfsSource(self.ipfs.addr, block_timeout=self.ipfs.block_timeout)
         store.bind(network.chain_id, network.contract)
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncReport:
@@ -209,20 +207,7 @@ class Indexer:
         Unusable blocks come back as their exception, to be reported per record; an
         unreachable daemon is raised, so the sync stops and resumes later.
         """
-
-        def fetch(cid: CID) -> bytes | Exception:
-            client: IpfsClient | None = getattr(self._clients, "client", None)
-            if client is None:
-                client = IpfsClient(self.ipfs.addr)
-                self._clients.client = client
-            try:
-                return client.get_block(cid)
-            except (BlockNotFound, BlockMismatch) as exc:
-                return exc
-
-        if len(cids) <= 4:
-            return [fetch(cid) for cid in cids]
-        return list(self._pool.map(fetch, cids))
+        return self._blocks.get_many(cids)
 
     def _advance(
         self, state: _AgentLog, index: int, size: int, frontier: list[bytes] | None, last: bytes | None
