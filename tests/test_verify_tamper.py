@@ -328,3 +328,20 @@ def test_rewriting_history_is_refused_on_chain_and_caught_off_chain(
     report = verify_bundle(ctx.chain, target)
     assert failed(report) == {"bundle matches the chain"}
     assert os.path.getsize(target) > 0
+
+
+def test_anchored_manifest_that_is_not_a_manifest(
+    net_home: Home, network: NetworkDescriptor, ipfs: IpfsClient, ctx: VerifyContext, tmp_path: Path
+) -> None:
+    writer = new_writer(net_home, network, ipfs, tmp_path, "nomanifest")
+    entries = [writer.record(change(i, "n")) for i in range(3)]
+    staged = writer.stage(entries)
+    tree = staged.tree
+    # The chain names a record block (stored, but no manifest) as the checkpoint's manifest.
+    tx = writer.ledger.send_anchor(tree.size, tree.root(), entries[0].cid.to_bytes(), staged.proof, index=0)
+    writer.ledger.wait_anchor(tx)
+    report = verify_agent(ctx, writer.agent)
+    assert {"manifest matches checkpoint", "checkpoint roots rebuilt", "blocks match CIDs"} <= failed(report)
+    assert "inclusion proof" in failed(report)
+    single = verify_record(ctx, entries[1].cid.encode())
+    assert {"signature", "inclusion proof", "manifest matches checkpoint"} <= failed(single)

@@ -126,10 +126,17 @@ class VerifyContext:
                 if position < len(log.cids) and log.cids[position].matches(bytes(data)):
                     found[position] = bytes(data)
             self.hint_served += len(found)
-        wanted = [p for p in positions if p not in found]
+        failures: list[tuple[int, str]] = []
+        wanted = []
+        for position in positions:
+            if position in found:
+                continue
+            if position >= len(log.cids) or not log.known(position):
+                failures.append((position, "no usable manifest lists it, so its CID is unknown"))
+            else:
+                wanted.append(position)
         if self.index is not None:
             self.hint_refused += len(wanted)
-        failures: list[tuple[int, str]] = []
         fetched = self.source.get_many([log.cids[p] for p in wanted])
         for position, result in zip(wanted, fetched, strict=True):
             if isinstance(result, Exception):
@@ -269,7 +276,8 @@ def _record_facts(record: Record) -> dict[str, object]:
 
 def _signature(ctx: VerifyContext, report: Report, log: AgentLog, record: Record, in_place: bool) -> None:
     if not in_place:
-        report.failed(CHECK_SIGNATURE, f"the anchored manifest lists another record at position {record.seq}")
+        where = "lists another record" if log.known(record.seq) else "is unusable, so carries no signature"
+        report.failed(CHECK_SIGNATURE, f"the manifest anchored for position {record.seq} {where}")
         return
     try:
         signer = recover_signer(ctx.chain.domain, record.hash, log.signatures[record.seq]).lower()
@@ -333,6 +341,9 @@ def _links(ctx: VerifyContext, report: Report, log: AgentLog, record: Record, bl
         problems.append(f"prev does not name record {record.seq - 1} of the anchored log")
     for position, relation in ((record.seq - 1, "previous"), (record.seq + 1, "next")):
         if not 0 <= position < len(log.cids):
+            continue
+        if not log.known(position):
+            problems.append(f"the {relation} record is unknown: no usable manifest lists it")
             continue
         try:
             neighbour = decode_record(ctx.source.get(log.cids[position]))

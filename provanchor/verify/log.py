@@ -323,6 +323,10 @@ class AgentLog:
 
     # ------------------------------------------------------------ records
 
+    def known(self, position: int) -> bool:
+        """Whether a usable manifest lists the record at `position` (else its CID is a placeholder)."""
+        return self.cids[position] is not _UNKNOWN
+
     def expected_prev(self, position: int) -> bytes | None:
         return None if position == 0 else self.cids[position - 1].digest
 
