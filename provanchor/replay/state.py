@@ -244,21 +244,20 @@ def _replay(
         finished = manifest.time
         started = started_ns if isinstance(started_ns, int) and started_ns <= finished else finished
         used = SnapshotUsed(str(payload["manifest"]), item.record_id, manifest.location, manifest.time, len(tree.nodes))
-    affecting = [r for r in records.affecting(host, path, at_ns, user) if r.record.time >= started]
+    affecting = [c for c in records.affecting(host, path, at_ns, user) if c.time >= started]
     if used is None and not affecting:
         raise NothingRecorded(f"nothing is recorded for {location} at or before {format_time(at_ns)}")
     if not root_is_file:
-        root_is_file = any(_path_of(r.record.location) == path for r in affecting) and path != "/"
+        root_is_file = any(_path_of(c.location) == path for c in affecting) and path != "/"
     if progress is not None:
         progress(f"applying {len(affecting)} records" + (f" after snapshot {used.snapshot_id}" if used else ""))
     steps: list[Step] = []
-    for item in affecting:
-        record = item.record
-        relative = _relative_of(record.location, host, path, root_is_file)
-        source = _relative_of(record.from_location, host, path, root_is_file)
+    for change in affecting:
+        relative = _relative_of(change.location, host, path, root_is_file)
+        source = _relative_of(change.from_location, host, path, root_is_file)
         if relative is None and source is None:
             continue
-        steps.append(tree.apply(record, item.record_id, relative, source, record.time <= finished))
+        steps.append(tree.apply(change, relative, source, change.time <= finished))
     output.prepare()
     result = StateReplay(location, at_ns, output.root, used, steps, [], user)
     writer = ContentWriter(ipfs, cache_dir)

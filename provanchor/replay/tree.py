@@ -30,7 +30,8 @@ from enum import StrEnum
 from typing import Literal
 
 from provanchor.ipfs.cid import CID
-from provanchor.records import ContentRef, Op, Record
+from provanchor.records import ContentRef, Op
+from provanchor.replay.source import FileChange
 
 __all__ = ["Node", "ReplayTree", "Step", "StepOutcome"]
 
@@ -91,14 +92,13 @@ class ReplayTree:
     touched: set[str] = field(default_factory=set)
     """Paths a record after the snapshot already changed (the boundary rule applies once per path)."""
 
-    def apply(
-        self, record: Record, record_id: str, path: str | None, source: str | None, before_snapshot_end: bool
-    ) -> Step:
+    def apply(self, record: FileChange, path: str | None, source: str | None, before_snapshot_end: bool) -> Step:
         """Apply one record; ``path``/``source`` are its (new, old) relative paths, None when outside."""
 
         def step(outcome: StepOutcome, detail: str | None = None) -> Step:
             shown = path if path is not None else (source or "")
-            return Step(record_id, record.agent, record.seq, record.time, record.op.value, shown, outcome, detail)
+            op = record.op.value
+            return Step(record.record_id, record.agent, record.seq, record.time, op, shown, outcome, detail)
 
         target = path if path is not None else source
         assert target is not None
@@ -118,14 +118,14 @@ class ReplayTree:
                 self.touched.add(target)
                 return step(StepOutcome.ALREADY, "the snapshot already holds this record's result")
             detail = _mismatch(record, current, expected)
-            self._change(record, record_id, path, source)
+            self._change(record, path, source)
             self.touched.add(target)
             return step(StepOutcome.BREAK, detail)
-        self._change(record, record_id, path, source)
+        self._change(record, path, source)
         self.touched.add(target)
         return step(StepOutcome.APPLIED)
 
-    def _already(self, record: Record, path: str | None, target: str) -> bool:
+    def _already(self, record: FileChange, path: str | None, target: str) -> bool:
         """Whether the view already shows this record's result (the snapshot boundary rule)."""
         if record.op == Op.DELETE or path is None:
             return target not in self.nodes
@@ -136,7 +136,7 @@ class ReplayTree:
 
     # ------------------------------------------------------------ changes
 
-    def _change(self, record: Record, record_id: str, path: str | None, source: str | None) -> None:
+    def _change(self, record: FileChange, path: str | None, source: str | None) -> None:
         op = record.op
         if op == Op.DELETE:
             self.nodes.pop(path if path is not None else source or "", None)
@@ -145,7 +145,7 @@ class ReplayTree:
             moved = self.nodes.pop(source, None) if source is not None else None
             if path is None:
                 return  # moved out of the location
-            node = moved or _node_from(record.after, None, record_id)
+            node = moved or _node_from(record.after, None, record.record_id)
             after = record.after
             if after is not None and (after.sha256 != node.sha256 or after.cid is not None):
                 node.sha256, node.size, node.cid = after.sha256, after.size, after.cid or node.cid
@@ -155,7 +155,7 @@ class ReplayTree:
         existing = self.nodes.get(path)
         if op == Op.CHMOD:
             if existing is None:
-                existing = _node_from(record.after or record.before, None, record_id)
+                existing = _node_from(record.after or record.before, None, record.record_id)
                 self.nodes[path] = existing
             existing.mode = _permissions(record.mode)
             return
@@ -170,7 +170,7 @@ class ReplayTree:
         node.sha256 = content.sha256 if content is not None else None
         node.size = content.size if content is not None else None
         node.cid = content.cid if content is not None else None
-        node.origin = record_id
+        node.origin = record.record_id
 
 
 def _content_matches(current: Node | None, expected: bytes | None) -> bool:
@@ -180,7 +180,7 @@ def _content_matches(current: Node | None, expected: bytes | None) -> bool:
     return expected is None or (current.kind == "file" and current.sha256 == expected)
 
 
-def _mismatch(record: Record, current: Node | None, expected: bytes | None) -> str:
+def _mismatch(record: FileChange, current: Node | None, expected: bytes | None) -> str:
     have = "absent" if current is None else _short(current.sha256)
     origin = "" if current is None else f" (set by {current.origin})"
     if record.op == Op.CREATE:
