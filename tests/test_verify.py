@@ -155,7 +155,8 @@ def tracked(net_home: Home, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     with AgentSession.open(home, password=PASSWORD, batch_size=16) as session:
         for i, text in enumerate((b"v1\n", b"v2\n")):
             data_file.write_bytes(text)
-            session.record(content_change(file_location("h1", str(data_file)), text, T0 + i * 10**9), text)
+            op = Op.CREATE if i == 0 else Op.WRITE
+            session.record(content_change(file_location("h1", str(data_file)), text, T0 + i * 10**9, op), text)
         output.write_bytes(b"result\n")
         out_location = file_location("h1", str(output))
         write = content_change(out_location, b"result\n", T0 + 5 * 10**9, run=run_id)
@@ -375,3 +376,40 @@ def test_bundle_proofs_equal_rfc9162_paths() -> None:
         assert levels[-1][0] == merkle.root(leaves[:size])
         for index in range(size):
             assert _proof(levels, index) == merkle.inclusion_proof(leaves[:size], index)
+
+
+def test_verify_location_replays_from_verified_records(
+    network: NetworkDescriptor, tracked: dict[str, object]
+) -> None:
+    data_file = tracked["file"]
+    assert isinstance(data_file, Path)
+    location = file_location("h1", str(data_file))
+    done = cli("verify", "location", location, "--at", "1700000000.5", *trust(network), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert {c["name"] for c in data["checks"]} >= {"records verified", "before-chain", "replayed hashes"}
+    (restored,) = [f for f in data["facts"]["files"] if f["kind"] == "file"]
+    assert restored["sha256"] == hashlib.sha256(b"v1\n").hexdigest()
+    before = cli("verify", "location", location, "--at", "1699999990", *trust(network), "--json")
+    assert before.returncode == 1 and json.loads(before.stdout)["ok"] is False
+    bad = cli("verify", "location", str(data_file), "--at", "1700000001", *trust(network))
+    assert bad.returncode == 2 and "--host" in bad.stderr
+
+
+def test_verify_location_reports_a_change_outside_the_agents_view(
+    net_home: Home, network: NetworkDescriptor, tmp_path: Path
+) -> None:
+    home, _ = enroll_agent(net_home, tmp_path / "agent", "outside", PASSWORD)
+    location = file_location("h1", str(tmp_path / "seen.txt"))
+    with AgentSession.open(home, password=PASSWORD) as session:
+        session.record(content_change(location, b"one\n", T0, Op.CREATE), b"one\n")
+        # The next write found other content than the agent last saw: changed behind its back.
+        unseen = b"changed unseen\n"
+        write = content_change(location, b"two\n", T0 + 10**9)
+        write = Change(**{**write.__dict__, "before": ContentRef(hashlib.sha256(unseen).digest(), len(unseen))})
+        session.recorder.record(write, b"two\n", fill_before=False)
+        session.flush()
+    done = cli("verify", "location", location, "--at", "1700000005", *trust(network), "--json")
+    assert done.returncode == 1
+    failed = [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["before-chain"], failed

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from provanchor.cli.context import emit_json, json_option
+from provanchor.errors import UsageError
 from provanchor.verify.report import Report
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -101,6 +102,27 @@ def agent_cmd(ctx: click.Context, /, address: str, with_content: bool, as_json: 
 
     with open_context(**trust) as vctx:
         report = verify_agent(vctx, address, with_content=with_content)
+    finish(ctx, report, as_json)
+
+
+@verify.command("location")
+@click.argument("location")
+@click.option("--at", "at", required=True, help="The time: ISO 8601 or Unix seconds (inclusive).")
+@click.option("--host", default=None, help="Host id, when LOCATION is a plain path rather than file://HOST/PATH.")
+@trust_options
+@click.pass_context
+def location_cmd(ctx: click.Context, /, location: str, at: str, host: str | None, as_json: bool, **trust: Any) -> None:
+    """LOCATION's state at --at, replayed from records verified here, matches the records' hashes."""
+    from provanchor.index.query import location_arg
+    from provanchor.index.timeparse import parse_time
+    from provanchor.verify.location import verify_location
+
+    at_ns = parse_time(at)
+    if "://" not in location and host is None:
+        raise UsageError("give LOCATION as file://HOST/PATH, or a path with --host HOST")
+    uri = location_arg(location, host)
+    with open_context(**trust) as vctx:
+        report = verify_location(vctx, uri, at_ns)
     finish(ctx, report, as_json)
 
 
