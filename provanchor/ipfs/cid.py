@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from provanchor.errors import InvalidCid
 
@@ -74,6 +75,14 @@ def b58decode(text: str) -> bytes:
     return b"\0" * leading + body
 
 
+_SHA256_PREFIX = bytes([SHA2_256, 32])
+
+
+@lru_cache(maxsize=64)
+def _v1_prefix(codec: int) -> bytes:
+    return encode_varint(1) + encode_varint(codec) + _SHA256_PREFIX
+
+
 @dataclass(frozen=True, order=True)
 class CID:
     """A CID with a sha2-256 multihash. `digest` is the 32-byte SHA-256 of the block."""
@@ -130,8 +139,12 @@ class CID:
 
     @classmethod
     def from_bytes(cls, raw: bytes, original: object = None) -> CID:
+        # The common case (CIDv1, one-byte codec, sha2-256) without varint decoding: snapshots and
+        # replays parse thousands of these.
+        if len(raw) == 36 and raw[0] == 1 and raw[2:4] == _SHA256_PREFIX and raw[1] in _CODECS:
+            return cls(1, raw[1], raw[4:])
         shown = original if original is not None else "0x" + raw.hex()
-        if len(raw) == 34 and raw[:2] == bytes([SHA2_256, 32]):
+        if len(raw) == 34 and raw[:2] == _SHA256_PREFIX:
             return cls(0, DAG_PB, raw[2:])
         version, offset = decode_varint(raw)
         if version != 1:
@@ -154,7 +167,7 @@ class CID:
     def to_bytes(self) -> bytes:
         if self.version == 0:
             return self.multihash
-        return encode_varint(1) + encode_varint(self.codec) + self.multihash
+        return _v1_prefix(self.codec) + self.digest
 
     def encode(self, base: str = "base32") -> str:
         if self.version == 0:
