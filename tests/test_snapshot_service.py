@@ -59,6 +59,13 @@ def test_take_list_and_incremental(net_home: Home, tmp_path: Path) -> None:
     changed = entries["d1/f1.txt"]
     assert changed.cid is not None and ipfs.cat(changed.cid) == b"changed\n"
     assert "0x" + manifest.state_root().hex() == listed[1]["state_root"]
+    everything = json.loads(
+        subprocess.run([*CLI, "snapshot", "list", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    )  # without PATH: every snapshot this agent anchored, with the location its manifest names
+    assert [(row["snapshot_id"], row["location"]) for row in everything][-2:] == [
+        (first["snapshot_id"], listed[0]["location"]),
+        (second["snapshot_id"], listed[1]["location"]),
+    ]
     missing = subprocess.run(
         [*CLI, "snapshot", "take", str(tmp_path / "nope")], env=env, capture_output=True, text=True
     )

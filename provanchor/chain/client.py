@@ -409,6 +409,18 @@ class LedgerClient:
     def anchor_snapshot(self, resource_id: bytes, cid: bytes, state_root: bytes, checkpoint_index: int) -> Receipt:
         return self._transact("anchorSnapshot", resource_id, cid, state_root, checkpoint_index)
 
+    def snapshot_events(self, agent: str | None = None, from_block: int = 0) -> list[Any]:
+        """SnapshotAnchored events (optionally of one agent), oldest first."""
+        filters: dict[str, Any] = {} if agent is None else {"agent": checksum(agent)}
+        try:
+            return list(
+                self.contract.events.SnapshotAnchored().get_logs(
+                    from_block=from_block, to_block="latest", argument_filters=filters or None
+                )
+            )
+        except _TRANSIENT as exc:
+            raise ChainUnavailable(f"chain RPC at {self.rpc_url} does not answer") from exc
+
     def snapshot_count(self, resource_id: bytes) -> int:
         return int(self._view("snapshotCount", resource_id))
 

@@ -44,12 +44,12 @@ def take(ctx: click.Context, path: str, password_file: str | None, as_json: bool
 
 
 @snapshot.command("list")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path(exists=True), required=False)
 @password_file_option
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, path: str, password_file: str | None, as_json: bool) -> None:
-    """Snapshots of PATH anchored on the ledger."""
+def list_(ctx: click.Context, path: str | None, password_file: str | None, as_json: bool) -> None:
+    """Snapshots of PATH anchored on the ledger; without PATH, every snapshot this agent anchored."""
     from provanchor.pipeline.recorder import default_host_id
     from provanchor.pipeline.session import AgentSession
     from provanchor.snapshot.service import list_snapshots
@@ -61,6 +61,6 @@ def list_(ctx: click.Context, path: str, password_file: str | None, as_json: boo
         return
     emit_table(
         "snapshots",
-        ["index", "snapshot", "checkpoint", "time", "agent"],
-        [(r["index"], r["snapshot_id"], r["checkpoint"], r["time"], r["agent"]) for r in rows],
+        ["location", "index", "snapshot", "checkpoint", "time", "agent"],
+        [(r["location"], r["index"], r["snapshot_id"], r["checkpoint"], r["time"], r["agent"]) for r in rows],
     )

@@ -117,21 +117,38 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
     )
 
 
-def list_snapshots(session: AgentSession, path: str, host_id: str) -> Iterator[dict[str, object]]:
-    location = file_location(host_id, os.path.realpath(path))
+def list_snapshots(session: AgentSession, path: str | None, host_id: str) -> Iterator[dict[str, object]]:
+    """The anchored snapshots of PATH (any agent's), or without PATH every snapshot this agent anchored."""
     ledger = session.anchorer.ledger
-    key = resource_id(location)
-    for index in range(ledger.snapshot_count(key)):
-        anchored = ledger.snapshot(key, index)
+    if path is not None:
+        location = file_location(host_id, os.path.realpath(path))
+        key = resource_id(location)
+        anchors = [ledger.snapshot(key, index) for index in range(ledger.snapshot_count(key))]
+        locations: dict[bytes, str | None] = dict.fromkeys((a.cid for a in anchors), location)
+    else:
+        events = ledger.snapshot_events(session.address, from_block=session.network.deployment_block)
+        anchors = [ledger.snapshot(bytes(e["args"]["resourceId"]), int(e["args"]["index"])) for e in events]
+        locations = {a.cid: _manifest_location(session, a.cid) for a in anchors}
+    for anchored in anchors:
         yield {
-            "index": index,
-            "location": location,
+            "index": anchored.index,
+            "location": locations[anchored.cid],
             "snapshot_id": CID.parse(anchored.cid).encode(),
             "state_root": "0x" + anchored.state_root.hex(),
             "agent": anchored.agent,
             "checkpoint": anchored.checkpoint_index,
             "time": anchored.timestamp,
         }
+
+
+def _manifest_location(session: AgentSession, cid: bytes) -> str | None:
+    """The location a snapshot manifest names (None when IPFS cannot provide it)."""
+    from provanchor.snapshot.manifest import decode_snapshot_manifest
+
+    try:
+        return decode_snapshot_manifest(session.anchorer.ipfs.get_block(CID.parse(cid))).location
+    except ProvanchorError:
+        return None
 
 
 __all__ = ["SnapshotTaken", "list_snapshots", "resource_id", "take_snapshot"]
