@@ -17,24 +17,9 @@ import shutil
 from pathlib import Path
 
 from provanchor.errors import OutputDirError, UnsafePath
+from provanchor.snapshot.manifest import relative_path_problem
 
 __all__ = ["OutputTree", "check_relative_path", "relative_path_problem", "symlink_escapes"]
-
-
-def relative_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot be written strictly inside a target directory, or None when it can."""
-    if not path:
-        return "is empty"
-    if path.startswith("/"):
-        return f"{path!r} is absolute"
-    if "\x00" in path or "\\" in path:
-        return f"{path!r} contains NUL or a backslash"
-    for part in path.split("/"):
-        if part == "":
-            return f"{path!r} has an empty component"
-        if part in (".", ".."):
-            return f"{path!r} has a {part!r} component"
-    return None
 
 
 def check_relative_path(path: str, what: str) -> str:

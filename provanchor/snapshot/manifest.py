@@ -130,19 +130,27 @@ def _str(value: object, name: str) -> str:
     return value
 
 
-def check_relative_path(path: str, name: str = "path") -> None:
-    """Refuse any path a replay could not write strictly inside its target directory."""
+def relative_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written strictly inside a target directory, or None when it can."""
     if not path:
-        raise _fail(name, "is empty")
+        return "is empty"
     if path.startswith("/"):
-        raise _fail(name, f"{path!r} is absolute")
+        return f"{path!r} is absolute"
     if "\x00" in path or "\\" in path:
-        raise _fail(name, f"{path!r} contains NUL or a backslash")
+        return f"{path!r} contains NUL or a backslash"
     for part in path.split("/"):
         if part == "":
-            raise _fail(name, f"{path!r} has an empty component")
+            return f"{path!r} has an empty component"
         if part in (".", ".."):
-            raise _fail(name, f"{path!r} has a {part!r} component")
+            return f"{path!r} has a {part!r} component"
+    return None
+
+
+def check_relative_path(path: str, name: str = "path") -> None:
+    """Refuse any path a replay could not write strictly inside its target directory."""
+    problem = relative_path_problem(path)
+    if problem is not None:
+        raise _fail(name, problem)
 
 
 def _entry(raw: object, index: int) -> FileEntry:
