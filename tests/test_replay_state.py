@@ -362,13 +362,57 @@ def test_malicious_manifests_and_symlinks_are_refused(tmp_path: Path) -> None:
     from provanchor.replay.content import ContentWriter
     from provanchor.replay.paths import OutputTree
 
-    tree = ReplayTree({"ok.txt": Node("file", hashlib.sha256(b"").digest(), 0), "evil": Node("symlink", target="../x")})
+    empty = hashlib.sha256(b"").digest()
+    tree = ReplayTree({"ok.txt": Node("file", empty, 0), "evil": Node("symlink", target="../x")})
     output = OutputTree(out_root)
     output.prepare()
+    _, problems = restore_tree(tree, output, ContentWriter(None, None))
+    assert [p for p in problems if p.startswith("evil: refused symlink")]
+    assert sorted(os.listdir(out_root)) == ["ok.txt"]  # nothing written for the symlink
+    output.clear()
+    tree = ReplayTree({"fine.txt": Node("file", empty, 0), "../up.txt": Node("file", empty, 0)})
     with pytest.raises(UnsafePath):
         restore_tree(tree, output, ContentWriter(None, None))
-    assert list(out_root.iterdir()) == []  # refused before anything was written
-    tree = ReplayTree({"../up.txt": Node("file", hashlib.sha256(b"").digest(), 0)})
-    with pytest.raises(UnsafePath):
-        restore_tree(tree, output, ContentWriter(None, None))
-    assert not (tmp_path / "up.txt").exists()
+    assert not (tmp_path / "up.txt").exists() and list(out_root.iterdir()) == []  # refused before any write
+
+
+def test_symlinks_leading_out_of_the_tree_are_not_restored(agent_home: Home, tmp_path: Path) -> None:
+    root = (tmp_path / "links").resolve()
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "data.txt").write_text("data\n")
+    os.symlink("/etc/passwd", root / "absolute")
+    os.symlink("../../../outside", root / "sub" / "climbing")
+    os.symlink("data.txt", root / "sub" / "inside")
+    with AgentSession.open(agent_home, password=PASSWORD) as session:
+        take_snapshot(session, str(root), HOST)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*CLI, "--home", str(agent_home.root), "replay", "state", str(root), "--at", str(time.time() + 1),
+         "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["ok"] is False
+    refused = sorted(p.split(":")[0] for p in data["problems"])
+    assert refused == ["absolute", "sub/climbing"]
+    assert tree_of(out) == {"sub/data.txt": ("file", b"data\n", 0o644), "sub/inside": ("symlink", "data.txt", 0)}
+
+
+def test_records_naming_paths_outside_are_refused_before_any_replay() -> None:
+    """A record whose location climbs out (or is relative) never decodes, so it never reaches the index or a replay."""
+    from provanchor.errors import RecordError
+    from provanchor.records import Record, decode_record
+
+    honest = Record(
+        agent="0x" + "11" * 20, seq=0, prev=None, time=1, host="h", location="file://h/data/a.txt", op=Op.CREATE,
+        capture=Capture(backend=CaptureBackend.MANUAL, attributed=True),
+        after=ContentRef(hashlib.sha256(b"x").digest(), 1, CID.parse(cid_for_bytes(b"x"))),
+    )  # fmt: skip
+    wire = dagcbor.decode(honest.canonical)
+    assert isinstance(wire, dict)
+    for bad in ("file://h/data/../etc/passwd", "file://h/data/./a", "file://h//etc/passwd", "file://h"):
+        with pytest.raises(RecordError, match="location"):
+            decode_record(dagcbor.encode({**wire, "location": bad}))
+    with pytest.raises(RecordError, match="from"):
+        decode_record(dagcbor.encode({**wire, "op": "rename", "from": "file://h/../../etc/shadow"}))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import NothingRecorded, ReplayError, UnsafePath, UsageError
+from provanchor.errors import NothingRecorded, ReplayError, UsageError
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
@@ -181,10 +181,6 @@ def _load_snapshot(tree: ReplayTree, manifest: SnapshotManifest, path: str) -> b
         if entry.kind == "dir":
             tree.dirs.add(relative)
             continue
-        if entry.kind == "symlink":
-            target = entry.target or ""
-            if symlink_escapes(relative, target):
-                raise UnsafePath(f"refusing snapshot symlink {entry.path!r} -> {target!r}: it leads out of --out")
         tree.nodes[relative] = Node(entry.kind, entry.sha256, entry.size, entry.cid, entry.mode, entry.target)
     return is_file
 
@@ -289,15 +285,14 @@ def restore_tree(tree: ReplayTree, output: OutputTree, writer: ContentWriter) ->
     """Write the view into ``output``: directories, verified file contents, symlinks, then modes.
 
     Every path is validated (and parent/child conflicts found) before the
-    first write. Files whose content was never recorded are not written; they
-    come back as problems.
+    first write. Not written, and returned as problems: files whose content
+    was never recorded, and symlinks whose target leads out of the tree
+    (absolute, or climbing above it): restoring them would point outside.
     """
     problems: list[str] = []
     for relative in sorted(tree.nodes):
         check_relative_path(relative, "a path")
         node = tree.nodes[relative]
-        if node.kind == "symlink" and symlink_escapes(relative, node.target or ""):
-            raise UnsafePath(f"refusing symlink {relative!r} -> {node.target!r}: it leads out of --out")
         parent = posixpath.dirname(relative)
         while parent:
             above = tree.nodes.get(parent)
@@ -317,6 +312,9 @@ def restore_tree(tree: ReplayTree, output: OutputTree, writer: ContentWriter) ->
     for relative in sorted(tree.nodes):
         node = tree.nodes[relative]
         if node.kind == "symlink":
+            if symlink_escapes(relative, node.target or ""):
+                problems.append(f"{relative}: refused symlink to {node.target!r}, it leads out of --out; not written")
+                continue
             os.symlink(node.target or "", output.join(relative))
             files.append(ReplayedFile(relative, "symlink", None, None, None, node.target))
             continue
