@@ -220,6 +220,10 @@ def test_bad_configs_and_unregistered_keys(net_home: Home, tmp_path: Path) -> No
     one_line_error(start(good.replace('backend = "auto"', 'backend = "ebpf"')), "backend")
     one_line_error(start(good.replace('backend = "auto"', "backend = 3")), "wrong type")
     one_line_error(start("not toml ["), "TOML")
+    snapshots = good.replace('name = "stranger"', 'name = "stranger"\nsnapshot_interval = 60')
+    one_line_error(start(snapshots + "\n[snapshot]\ninterval = 30\n"), "not both")
+    one_line_error(start(good + "\n[snapshot]\ninterval = -1\n"), "snapshot interval")
+    one_line_error(start(snapshots.replace("= 60", '= "often"')), "wrong type")
     done = subprocess.run(
         [*CLI, "agent", "start", "--config", str(tmp_path / "nope.toml")],
         env=agent.env(),
