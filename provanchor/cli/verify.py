@@ -60,7 +60,7 @@ def finish(ctx: click.Context, report: Report, as_json: bool) -> None:
 
 @click.group()
 def verify() -> None:
-    """Verify records, files, agents and runs against the chain, with untrusted IPFS blocks."""
+    """Verify records, files, agents, locations and runs against the chain, with untrusted IPFS blocks."""
 
 
 @verify.command("record")

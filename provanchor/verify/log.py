@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from eth_abi.abi import encode as abi_encode
+from eth_hash.auto import keccak
 
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient, checksum
@@ -74,6 +76,7 @@ class Chain:
             reason = f"the contract at {self.contract} is not a provanchor ledger ({type(exc).__name__})"
             raise ConfigError(reason) from None
         self._anchors: dict[str, list[Anchor]] = {}
+        self._selectors: dict[str, tuple[bytes, list[str]]] = {}
 
     def anchors(self, agent: str) -> list[Anchor]:
         """The agent's checkpoints from the `Anchored` events, in index order (cached)."""
@@ -105,6 +108,17 @@ class Chain:
     def agents(self) -> list[str]:
         return [a.address.lower() for a in self.ledger.agents()]
 
+    def _calldata(self, name: str, args: tuple[Any, ...]) -> str:
+        """ABI call data, encoded with eth_abi directly: web3's encode_abi costs 2 ms a call."""
+        found = self._selectors.get(name)
+        if found is None:
+            entries: list[dict[str, Any]] = [dict(f) for f in self.ledger.contract.abi]
+            (function,) = [f for f in entries if f.get("type") == "function" and f.get("name") == name]
+            types = [str(i["type"]) for i in function["inputs"]]
+            found = self._selectors[name] = (keccak(f"{name}({','.join(types)})".encode())[:4], types)
+        selector, types = found
+        return "0x" + (selector + abi_encode(types, list(args))).hex()
+
     def call_views(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[bool]:
         """Boolean views of the ledger, many per JSON-RPC batch request.
 
@@ -120,7 +134,7 @@ class Chain:
                     "jsonrpc": "2.0",
                     "id": number,
                     "method": "eth_call",
-                    "params": [{"to": self.contract, "data": self.ledger.encode(name, *args)}, "latest"],
+                    "params": [{"to": self.contract, "data": self._calldata(name, args)}, "latest"],
                 }
                 for number, (name, args) in enumerate(chunk)
             ]
