@@ -25,8 +25,10 @@ skipped. Use --small for a quick run (100 MiB, 1,000 changes).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import os
+import pstats
 import random
 import shutil
 import subprocess
@@ -178,10 +180,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="100 MiB and 1,000 changes")
     parser.add_argument("--no-dvc", action="store_true")
+    parser.add_argument("--changes", type=int, default=None, help="number of recorded changes (default 10,000)")
+    parser.add_argument("--profile", action="store_true", help="print where the warm replay spends its time")
     args = parser.parse_args()
     scale = 10 if args.small else 1
     large_files, large_size = 900, (1024 * 1024 + 100 * 1024) // scale
-    changes = 10_000 // scale
+    changes = args.changes or 10_000 // scale
     rng = random.Random(7)
     work = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     home = Home(work / "net")
@@ -230,10 +234,16 @@ def main() -> None:
             with open_sources(agent_home, sync=False, cache=True) as sources:
                 if label == "cold" and sources.cache_dir is not None:
                     shutil.rmtree(sources.cache_dir, ignore_errors=True)
+                profiler = cProfile.Profile() if args.profile and label == "warm" else None
                 started = time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
                 result = replay_state(sources.records, sources.ipfs, sources.ledger, location, at, out,
                                       cache_dir=sources.cache_dir)  # fmt: skip
                 results[label] = time.perf_counter() - started
+                if profiler is not None:
+                    profiler.disable()
+                    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
             assert result.ok, [b.to_json() for b in result.breaks[:3]] + result.problems[:3]
             assert tree_digest(out) == expected, f"{label} replay differs from the tree at the cut"
             print(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,16 +51,35 @@ class ContentWriter:
         self.ipfs = ipfs
         self.cache_dir = cache_dir
         self.workers = workers
-        self.from_cache = 0
+        self.from_cache = 0  # counters: `+=` on ints is atomic enough under the GIL for reporting
         self.from_ipfs = 0
         self.bytes_written = 0
 
     def write_all(self, items: Sequence[tuple[Blob, Path, str]]) -> None:
-        """Write each (blob, destination, name for messages); the first failure is raised after all finish."""
+        """Write each (blob, destination, name for messages); the first failure is raised after all stop.
+
+        The items are dealt round-robin (largest first) to one thread per
+        worker, which writes its share in turn: a task per file costs more
+        than copying a small file.
+        """
         if not items:
             return
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="replay-write") as pool:
-            futures = [pool.submit(self.write, blob, dest, name) for blob, dest, name in items]
+        ordered = sorted(items, key=lambda item: item[0].size, reverse=True)
+        shares = [ordered[worker :: self.workers] for worker in range(min(self.workers, len(ordered)))]
+        failed = threading.Event()
+
+        def write_share(share: list[tuple[Blob, Path, str]]) -> None:
+            for blob, dest, name in share:
+                if failed.is_set():
+                    return
+                try:
+                    self.write(blob, dest, name)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="replay-write") as pool:
+            futures = [pool.submit(write_share, share) for share in shares]
             errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None:

@@ -41,7 +41,7 @@ class FileChange:
     come from records the indexer verified and decoded itself.
     """
 
-    record_id: str
+    record_hash: bytes
     agent: str
     seq: int
     time: int
@@ -51,6 +51,10 @@ class FileChange:
     before: ContentRef | None
     after: ContentRef | None
     mode: int | None
+
+    @property
+    def record_id(self) -> str:
+        return record_id(self.record_hash)
 
 
 def ancestors(path: str) -> list[str]:
@@ -88,15 +92,15 @@ class LedgerRecords:
     def affecting(self, host: str, path: str, until_ns: int, user: str | None = None) -> list[FileChange]:
         """File changes at or below ``path`` on ``host`` up to ``until_ns``, plus renames out of it, in replay order."""
         location = file_location(host, path)
-        found = {c.record_id: c for c in self._changes(QueryFilter(under=location, until_ns=until_ns, user=user))}
+        found = {c.record_hash: c for c in self._changes(QueryFilter(under=location, until_ns=until_ns, user=user))}
         prefix = path.rstrip("/") + "/"
         for change in self._changes(QueryFilter(op=Op.RENAME, until_ns=until_ns, user=user)):
             source = change.from_location
-            if change.record_id in found or source is None or not source.startswith("file://"):
+            if change.record_hash in found or source is None or not source.startswith("file://"):
                 continue
             source_host, source_path = parse_file_location(source)
             if source_host == host and (source_path == path or source_path.startswith(prefix)):
-                found[change.record_id] = change
+                found[change.record_hash] = change
         return list(_replay_order(found.values()))
 
     def snapshots(self, host: str, path: str, until_ns: int) -> list[IndexedRecord]:
@@ -124,7 +128,7 @@ def _file_change(row: tuple[Any, ...]) -> FileChange:
         cid = None if after_cid is None else CID.from_bytes(bytes(after_cid))
         after = ContentRef(bytes(after_sha), after_size, cid)
     return FileChange(
-        record_id(bytes(rhash)), agent, seq, time, Op(op), location, source, before, after, mode
+        bytes(rhash), agent, seq, time, Op(op), location, source, before, after, mode
     )  # fmt: skip
 
 

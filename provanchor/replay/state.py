@@ -27,6 +27,7 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
@@ -34,7 +35,7 @@ from provanchor.errors import NothingRecorded, ReplayError, UsageError
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
-from provanchor.records import parse_file_location
+from provanchor.records import file_location, parse_file_location
 from provanchor.replay.content import Blob, ContentWriter
 from provanchor.replay.paths import OutputTree, check_relative_path, symlink_escapes
 from provanchor.replay.source import IndexedRecord, LedgerRecords
@@ -244,7 +245,7 @@ def _replay(
     if used is None and not affecting:
         raise NothingRecorded(f"nothing is recorded for {location} at or before {format_time(at_ns)}")
     if not root_is_file:
-        root_is_file = any(_path_of(c.location) == path for c in affecting) and path != "/"
+        root_is_file = path != "/" and any(c.location == location for c in affecting)
     if progress is not None:
         progress(f"applying {len(affecting)} records" + (f" after snapshot {used.snapshot_id}" if used else ""))
     steps: list[Step] = []
@@ -262,20 +263,28 @@ def _replay(
     return result
 
 
-def _path_of(location: object) -> str | None:
-    if not isinstance(location, str) or not location.startswith("file://"):
-        return None
-    return parse_file_location(location)[1]
-
-
 def _relative_of(location: object, host: str, root: str, root_is_file: bool) -> str | None:
+    """A record location's path relative to the replayed root; None when it is outside."""
     if not isinstance(location, str) or not location.startswith("file://"):
         return None
-    record_host, record_path = parse_file_location(location)
-    if record_host != host:
-        return None
-    relative = _relative(record_path, root, root_is_file)
+    prefix = _location_prefix(host, root)
+    relative: str | None
+    if "%" in location:  # percent-encoded names: parse properly
+        record_host, record_path = parse_file_location(location)
+        relative = _relative(record_path, root, root_is_file) if record_host == host else None
+    elif location.startswith(prefix):  # the common case, without parsing the URI
+        relative = location[len(prefix) :]
+    elif location == prefix[:-1]:  # the root itself
+        relative = _relative(root, root, root_is_file)
+    else:
+        relative = None
     return None if relative is None else check_relative_path(relative, f"record location {location!r:.120}")
+
+
+@lru_cache(maxsize=16)
+def _location_prefix(host: str, root: str) -> str:
+    """``file://HOST/ROOT/``: the start of every location strictly below ``root``."""
+    return file_location(host, root).rstrip("/") + "/"
 
 
 # ---------------------------------------------------------------------------- writing
@@ -319,7 +328,7 @@ def restore_tree(tree: ReplayTree, output: OutputTree, writer: ContentWriter) ->
             files.append(ReplayedFile(relative, "symlink", None, None, None, node.target))
             continue
         if node.sha256 is None or node.size is None:
-            problems.append(f"{relative}: its content was never recorded (set by {node.origin}); not written")
+            problems.append(f"{relative}: its content was never recorded (set by {node.origin_text()}); not written")
             continue
         writes.append((Blob(node.sha256, node.size, node.cid), output.join(relative), relative))
         files.append(ReplayedFile(relative, "file", node.sha256, node.size, node.mode))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from provanchor.index.store import record_id
 from provanchor.ipfs.cid import CID
 from provanchor.records import ContentRef, Op
 from provanchor.replay.source import FileChange
@@ -46,8 +47,11 @@ class Node:
     cid: CID | None = None
     mode: int | None = None
     target: str | None = None
-    origin: str = "snapshot"
-    """Where the current content came from: "snapshot" or the id of the record that set it."""
+    origin: bytes | None = None
+    """The hash of the record that set the current content; None when it came from the snapshot."""
+
+    def origin_text(self) -> str:
+        return "the snapshot" if self.origin is None else f"record {record_id(self.origin)}"
 
 
 class StepOutcome(StrEnum):
@@ -58,7 +62,7 @@ class StepOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class Step:
-    record_id: str
+    record_hash: bytes
     agent: str
     seq: int
     time: int
@@ -66,6 +70,10 @@ class Step:
     path: str
     outcome: StepOutcome
     detail: str | None = None
+
+    @property
+    def record_id(self) -> str:
+        return record_id(self.record_hash)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -98,7 +106,7 @@ class ReplayTree:
         def step(outcome: StepOutcome, detail: str | None = None) -> Step:
             shown = path if path is not None else (source or "")
             op = record.op.value
-            return Step(record.record_id, record.agent, record.seq, record.time, op, shown, outcome, detail)
+            return Step(record.record_hash, record.agent, record.seq, record.time, op, shown, outcome, detail)
 
         target = path if path is not None else source
         assert target is not None
@@ -145,7 +153,7 @@ class ReplayTree:
             moved = self.nodes.pop(source, None) if source is not None else None
             if path is None:
                 return  # moved out of the location
-            node = moved or _node_from(record.after, None, record.record_id)
+            node = moved or _node_from(record.after, None, record.record_hash)
             after = record.after
             if after is not None and (after.sha256 != node.sha256 or after.cid is not None):
                 node.sha256, node.size, node.cid = after.sha256, after.size, after.cid or node.cid
@@ -155,7 +163,7 @@ class ReplayTree:
         existing = self.nodes.get(path)
         if op == Op.CHMOD:
             if existing is None:
-                existing = _node_from(record.after or record.before, None, record.record_id)
+                existing = _node_from(record.after or record.before, None, record.record_hash)
                 self.nodes[path] = existing
             existing.mode = _permissions(record.mode)
             return
@@ -170,7 +178,7 @@ class ReplayTree:
         node.sha256 = content.sha256 if content is not None else None
         node.size = content.size if content is not None else None
         node.cid = content.cid if content is not None else None
-        node.origin = record.record_id
+        node.origin = record.record_hash
 
 
 def _content_matches(current: Node | None, expected: bytes | None) -> bool:
@@ -182,13 +190,13 @@ def _content_matches(current: Node | None, expected: bytes | None) -> bool:
 
 def _mismatch(record: FileChange, current: Node | None, expected: bytes | None) -> str:
     have = "absent" if current is None else _short(current.sha256)
-    origin = "" if current is None else f" (set by {current.origin})"
+    origin = "" if current is None else f" (set by {current.origin_text()})"
     if record.op == Op.CREATE:
         return f"record creates the file but it exists with content {have}{origin}"
     return f"record expects content {_short(expected)} but replay has {have}{origin}"
 
 
-def _node_from(ref: ContentRef | None, mode: int | None, origin: str) -> Node:
+def _node_from(ref: ContentRef | None, mode: int | None, origin: bytes) -> Node:
     if ref is None:
         return Node("file", mode=mode, origin=origin)
     return Node("file", ref.sha256, ref.size, ref.cid, mode, origin=origin)
