@@ -400,7 +400,7 @@ def _bundle_records(
                 report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
                 continue
             cid = log.cids[position] if 0 <= position < size else None
-            data = source.get(cid) if cid is not None and cid in source else None
+            data = source.find(cid) if cid is not None else None
             out.append((position, cid, proof, data))
     if len(out) != bundle.records:
         report.failed(CHECK_BUNDLE, f"the root announces {bundle.records} record(s), the proof blocks list {len(out)}")

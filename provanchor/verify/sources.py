@@ -140,16 +140,20 @@ class MemorySource:
         """Keep a block; `hashed` says the caller has just checked it (the CAR reader does), saving a rehash."""
         if not hashed and not cid.matches(data):
             raise BlockMismatch(str(cid))
-        self._blocks[cid.to_v1()] = data
+        self._blocks[_key(cid)] = data
 
     def __contains__(self, cid: CID) -> bool:
-        return cid.to_v1() in self._blocks
+        return _key(cid) in self._blocks
+
+    def find(self, cid: CID) -> bytes | None:
+        """The block, or None when the bundle lacks it."""
+        return self._blocks.get(_key(cid))
 
     def __len__(self) -> int:
         return len(self._blocks)
 
     def get(self, cid: CID) -> bytes:
-        data = self._blocks.get(cid.to_v1())
+        data = self._blocks.get(_key(cid))
         if data is None:
             raise BlockNotFound(str(cid), f"block {cid} is not in the {self.description}")
         return data
@@ -159,6 +163,11 @@ class MemorySource:
 
     def close(self) -> None:
         self._blocks.clear()
+
+
+def _key(cid: CID) -> CID:
+    """v0 and v1 name the same block; CIDs are almost always v1 already (no new object then)."""
+    return cid if cid.version == 1 else cid.to_v1()
 
 
 def dag_blocks(source: BlockSource, root: CID) -> Iterator[tuple[CID, bytes]]:
