@@ -51,7 +51,7 @@ from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, 
 from provanchor.records.codehash import sha256_file
 from provanchor.replay import open_sources, replay_state
 from provanchor.snapshot.cache import FileCache
-from provanchor.snapshot.service import take_snapshot
+from provanchor.snapshot.service import cache_path, take_snapshot
 from provanchor.snapshot.tree import build_tree
 
 PASSWORD = "bench-replay"
@@ -277,8 +277,8 @@ def main() -> None:
         changed_bytes = sum(p.stat().st_size for p in changed)
         time.sleep(1.1)
         hashing = min(timed(lambda: [sha256_file(p) for p in changed]) for _ in range(3))
-        cache = FileCache(agent_home.root / "agents" / next(iter(os.listdir(agent_home.root / "agents")))
-                          / "snapshot-cache.sqlite")  # fmt: skip
+        agent_dir = agent_home.root / "agents" / next(iter(os.listdir(agent_home.root / "agents")))
+        cache = FileCache(cache_path(agent_dir, location))
         try:
             build = timed(lambda: build_tree(root, cache))
         finally:

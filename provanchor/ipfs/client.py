@@ -216,6 +216,12 @@ class IpfsClient:
             reply = self._api.version()
         return str(reply["Version"])
 
+    def peer_id(self) -> str:
+        """The daemon's peer id: which block store this is (a cache of what it holds is only valid for it)."""
+        with self._calling("id"):
+            reply = self._api.id()
+        return str(reply["ID"])
+
     # -- blocks -------------------------------------------------------------
 
     def put_blocks(self, blocks: Sequence[tuple[CID, bytes]], pin_roots: Sequence[CID] = ()) -> None:

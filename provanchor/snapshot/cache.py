@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     path TEXT PRIMARY KEY,
     cid BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -95,7 +96,10 @@ class CacheStats:
 class FileCache:
     """SQLite-backed stat cache for one snapshotted directory (one cache file per location)."""
 
-    def __init__(self, path: str | Path, *, racy_margin_ns: int = DEFAULT_RACY_MARGIN_NS) -> None:
+    def __init__(
+        self, path: str | Path, *, racy_margin_ns: int = DEFAULT_RACY_MARGIN_NS, store: str | None = None
+    ) -> None:
+        """``store`` names where the blocks went (an IPFS peer id): a baseline made for another is dropped."""
         self.path = Path(path)
         self.racy_margin_ns = racy_margin_ns
         self.stats = CacheStats()
@@ -108,6 +112,14 @@ class FileCache:
             self._db = sqlite3.connect(self.path)
             with self._db:
                 self._db.executescript(_SCHEMA)
+                if store is not None:
+                    row = self._db.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
+                    if row is None or row[0] != store:
+                        # Files "unchanged" since a baseline whose blocks another daemon holds would
+                        # name blocks this one never got: start over.
+                        self._db.execute("DELETE FROM files")
+                        self._db.execute("DELETE FROM nodes")
+                        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('store', ?)", (store,))
         except sqlite3.Error as exc:
             raise CacheError(f"cannot open snapshot cache {self.path}: {exc}") from exc
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from provanchor.errors import ProvanchorError, UsageError
 from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, Op, file_location
 from provanchor.snapshot.cache import FileCache
 from provanchor.snapshot.manifest import SnapshotManifest
-from provanchor.snapshot.tree import build_tree
+from provanchor.snapshot.tree import TreeResult, build_tree
 
 _BLOCKS_PER_IMPORT = 2048
 
@@ -47,23 +48,22 @@ def resource_id(location: str) -> bytes:
     return hashlib.sha256(location.encode()).digest()
 
 
+def cache_path(agent_dir: Path, location: str) -> Path:
+    """The file cache of one location: snapshots of two trees must not invalidate each other's baseline."""
+    return agent_dir / f"snapshot-cache-{resource_id(location).hex()[:16]}.sqlite"
+
+
 def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTaken:
     directory = Path(os.path.realpath(path))
     if not directory.is_dir():
         raise UsageError(f"cannot snapshot {path}: not a directory")
     location = file_location(host_id, str(directory))
-    cache = FileCache(session.spool.path.parent / "snapshot-cache.sqlite")
+    ipfs = session.anchorer.ipfs
+    cache = FileCache(cache_path(session.spool.path.parent, location), store=ipfs.peer_id())
     started = time.time_ns()  # changes recorded after this may or may not be in the snapshot
     try:
         tree = build_tree(directory, cache)
-        ipfs = session.anchorer.ipfs
-        pending: list[tuple[CID, bytes]] = []
-        for block in tree.iter_blocks():
-            pending.append(block)
-            if len(pending) >= _BLOCKS_PER_IMPORT:
-                ipfs.put_blocks(pending)
-                pending = []
-        ipfs.put_blocks(pending, pin_roots=[tree.root])  # the last import holds the root: pin it all
+        _upload(ipfs, tree)
         latest = session.anchorer.status()
         manifest = SnapshotManifest.from_tree(
             location=location,
@@ -117,6 +117,31 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
     )
 
 
+def _upload(ipfs: IpfsClient, tree: TreeResult) -> None:
+    """Store the tree's new blocks, pinned so that the whole tree stays pinned.
+
+    A first snapshot pins its root recursively. An incremental one uploads only
+    what changed: its unchanged blocks are already pinned by the snapshots
+    before it (from this same block store, which the cache checks), so only
+    the new blocks are pinned, directly. A recursive pin would walk the whole
+    tree again: 11 s for 1 GiB on js-ipfs, for a 1% change.
+    """
+    incremental = tree.stats.files_reused > 0
+    pending: list[tuple[CID, bytes]] = []
+    for block in tree.iter_blocks():
+        pending.append(block)
+        if len(pending) >= _BLOCKS_PER_IMPORT:
+            ipfs.put_blocks(pending)
+            if incremental:
+                ipfs.pin_direct([cid for cid, _ in pending])
+            pending = []
+    if incremental:
+        ipfs.put_blocks(pending)
+        ipfs.pin_direct([cid for cid, _ in pending] or [tree.root])
+    else:
+        ipfs.put_blocks(pending, pin_roots=[tree.root])  # the last import holds the root: pin it all
+
+
 def list_snapshots(session: AgentSession, path: str | None, host_id: str) -> Iterator[dict[str, object]]:
     """The anchored snapshots of PATH (any agent's), or without PATH every snapshot this agent anchored."""
     ledger = session.anchorer.ledger
@@ -151,4 +176,4 @@ def _manifest_location(session: AgentSession, cid: bytes) -> str | None:
         return None
 
 
-__all__ = ["SnapshotTaken", "list_snapshots", "resource_id", "take_snapshot"]
+__all__ = ["SnapshotTaken", "cache_path", "list_snapshots", "resource_id", "take_snapshot"]
