@@ -1,12 +1,13 @@
 """Replay against the real agent: random file operations by several processes, replayed at many instants.
 
 The agent runs as a service with fanotify and takes its periodic snapshot at
-start. Three worker processes at a time create, write, append, truncate,
-rename (sometimes over another file), chmod and delete files; after each
-round the test waits until the agent has spooled everything, notes the time
-and keeps its own copy of the tree. Once the agent has stopped and anchored,
-a replay at each noted time must equal that copy, file for file, byte for
-byte and mode for mode.
+start. Four worker processes at a time (one of them as the user `nobody`)
+create, write, append, truncate, rename (sometimes over another file), chmod
+and delete files; after each round the test waits until the agent has
+spooled everything, notes the time and keeps its own copy of the tree. Once
+the agent has stopped and anchored, a replay at each noted time must equal
+that copy, file for file, byte for byte and mode for mode; and a replay of
+only nobody's changes must be the start-up snapshot plus nobody's files.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +30,9 @@ from provanchor.pipeline.recorder import default_host_id
 from provanchor.records import file_location
 from provanchor.replay import open_sources, replay_state
 
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3"]
 WORKER = r"""
-import os, random, sys
+import os, random, sys, time
 seed, root, prefix, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 rng = random.Random(seed)
 def mine():
@@ -67,6 +71,7 @@ for step in range(count):
         os.chmod(path, rng.choice([0o600, 0o640, 0o644, 0o755]))
     elif op == "delete":
         os.unlink(path)
+time.sleep(0.3)  # stay alive while the agent reads the last events: it names the writer from /proc
 """
 
 
@@ -86,12 +91,26 @@ def wait_until_spooled(agent: Agent, quiet: float = 1.2, timeout: float = 60) ->
 
 
 def test_replay_equals_the_tree_at_every_instant(net_home: Home, tmp_path: Path) -> None:
-    agent = Agent(net_home, tmp_path, "random-ops", "fanotify", extra="[snapshot]\ninterval = 3600\n")
+    # Outside pytest's private temp directory, so that a worker running as `nobody` can write here.
+    base = Path(tempfile.mkdtemp(prefix="replay-agent-"))
+    try:
+        run_random_operations(net_home, base, tmp_path)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_random_operations(net_home: Home, base: Path, tmp_path: Path) -> None:
+    os.chmod(base, 0o755)
+    agent = Agent(net_home, base, "random-ops", "fanotify", extra="[snapshot]\ninterval = 3600\n")
     data = agent.data.resolve()
-    (data / "a").mkdir()
+    for sub in ("a", "a/b", "c"):  # shared by every worker, the unprivileged one included
+        (data / sub).mkdir()
+    for directory in (data, data / "a", data / "a" / "b", data / "c"):
+        os.chmod(directory, 0o777)
     (data / "seed.txt").write_bytes(b"there before the agent\n")
     (data / "a" / "big.bin").write_bytes(os.urandom(600_000))
     os.symlink("seed.txt", data / "link")
+    snapshot_files = tree_of(data)
     agent.start()
     status = agent.home.root / "agents" / agent.identity.address.lower() / "status.json"
     deadline = time.monotonic() + 60
@@ -106,6 +125,8 @@ def test_replay_equals_the_tree_at_every_instant(net_home: Home, tmp_path: Path)
                 subprocess.Popen([sys.executable, "-c", WORKER, str(rng.randrange(10**6)), str(data), f"w{i}_", "12"])
                 for i in range(3)
             ]
+            nobody = [*AS_NOBODY, "-c", WORKER, str(rng.randrange(10**6)), str(data), "n_", "8"]
+            workers.append(subprocess.Popen(nobody))
             for worker in workers:
                 assert worker.wait(timeout=60) == 0
             if round_number == 3:
@@ -126,3 +147,13 @@ def test_replay_equals_the_tree_at_every_instant(net_home: Home, tmp_path: Path)
             got = tree_of(out)
             differing = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
             assert not differing, f"instant {number} at {at}: {differing}; agent log: {agent.stderr[-3000:]}"
+        # Only nobody's changes on the start-up snapshot: its files as they really are, everyone else's absent,
+        # and no break, since nobody never touched another worker's file.
+        at, final = instants[-1]
+        out = tmp_path / "nobody-only"
+        result = replay_state(sources.records, sources.ipfs, sources.ledger, location, at, out, user="nobody")
+        assert result.ok, [b.to_json() for b in result.breaks] + result.problems
+        expected = {k: v for k, v in final.items() if os.path.basename(k).startswith("n_")}
+        assert expected, "the unprivileged worker wrote nothing"
+        expected.update(snapshot_files)
+        assert tree_of(out) == expected
