@@ -250,7 +250,7 @@ def check_anchored_record(ctx: VerifyContext, report: Report, record: Record, co
     _links(ctx, report, log, record, blocks)
     for tally in (log.tallies[CHECK_MANIFEST], log.tallies[CHECK_ROOTS], log.tallies[CHECK_CONSISTENCY]):
         if tally.count:
-            report.extend([tally.check(f"checkpoints 0..{anchor.index}: {tally.count} checked against the chain")])
+            report.extend([tally.check(f"checkpoints 0..{log.walked - 1}: {tally.count} checked against the chain")])
     walked = log.tallies[CHECK_BLOCKS]
     blocks.count += walked.count
     blocks.failures.extend(walked.failures)

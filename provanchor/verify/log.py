@@ -337,6 +337,11 @@ class AgentLog:
 
     # ------------------------------------------------------------ records
 
+    @property
+    def walked(self) -> int:
+        """How many checkpoints (from index 0) have been verified so far."""
+        return self._walk.done
+
     def known(self, position: int) -> bool:
         """Whether a usable manifest lists the record at `position` (else its CID is a placeholder)."""
         return self.cids[position] is not _UNKNOWN
