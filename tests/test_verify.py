@@ -277,6 +277,8 @@ def test_bad_input_is_one_line_and_never_a_pass(
         (["verify", "record", ids[0], "--rpc", "http://127.0.0.1:9", "--contract", network.contract,
           "--ipfs", network.ipfs_api], "does not answer"),
         (["verify", "record", "not-a-cid", *trust(network)], "not a record id"),
+        (["verify", "agent", "0x" + "ab" * 20, "--rpc", "localhost:8545", "--contract", network.contract,
+          "--ipfs", network.ipfs_api], "http(s) url"),
         (["verify", "record", ids[0], "--rpc", network.rpc_url, "--contract", network.contract,
           "--ipfs", "http://127.0.0.1:9"], "does not answer"),
         (["verify", "file", str(tmp_path / "missing.csv"), *trust(network)], "not a readable regular file"),

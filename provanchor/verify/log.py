@@ -23,7 +23,7 @@ from eth_hash.auto import keccak
 
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient, checksum
-from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, ConfigError, RecordError
+from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, ConfigError, RecordError, UsageError
 from provanchor.ipfs.cid import CID
 from provanchor.pipeline.manifest import Manifest, decode_manifest
 from provanchor.records import Eip712Domain
@@ -65,6 +65,8 @@ class Chain:
     """The trust base: the ledger contract at an address, read over JSON-RPC."""
 
     def __init__(self, rpc_url: str, contract: str) -> None:
+        if not isinstance(rpc_url, str) or not rpc_url.startswith(("http://", "https://")):
+            raise UsageError(f"a chain RPC is an http(s) URL, got {rpc_url!r:.80}")
         self.ledger = LedgerClient(rpc_url, contract)
         self.ledger.ensure_deployed()
         self.chain_id = self.ledger.chain_id
