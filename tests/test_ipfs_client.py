@@ -281,6 +281,15 @@ def test_put_blocks_pins_roots_recursively(client: IpfsClient) -> None:
     assert not client.is_pinned(CID.for_block(RAW, b"never stored"))
 
 
+def test_pin_direct_accepts_blocks_already_pinned_recursively(client: IpfsClient) -> None:
+    held = (CID.for_block(RAW, rand(64, 2500)), rand(64, 2500))
+    fresh = (CID.for_block(RAW, rand(64, 2501)), rand(64, 2501))
+    client.put_blocks([held], pin_roots=[held[0]])
+    client.put_blocks([fresh])
+    client.pin_direct([held[0], fresh[0]])  # js-ipfs refuses the request as a whole: the others still get pinned
+    assert client.is_pinned(held[0]) and client.is_pinned(fresh[0])
+
+
 def test_put_blocks_refuses_a_block_that_does_not_match(client: IpfsClient) -> None:
     good = rand(50, 3000)
     cid = CID.for_block(RAW, good)

@@ -445,13 +445,30 @@ class IpfsClient:
         """
         wanted = [parse_cid(c).encode() for c in cids]
         for start in range(0, len(wanted), _PIN_CHUNK):  # arguments travel in the URL: keep it short
-            with self._calling("pin add"):
-                self._api.pin.add(
-                    *wanted[start : start + _PIN_CHUNK],
-                    recursive=False,
-                    opts=self._daemon_timeout(self.timeout),
-                    timeout=self.timeout + _HTTP_SLACK,
-                )
+            chunk = wanted[start : start + _PIN_CHUNK]
+            try:
+                self._pin_direct(chunk)
+            except IpfsError as exc:
+                if "already pinned recursively" not in str(exc):
+                    raise
+                # js-ipfs refuses a direct pin of a block a recursive pin already holds (the same
+                # content recorded earlier, say), and the whole request with it: that block is
+                # pinned, so pin the others one by one.
+                for one in chunk:
+                    try:
+                        self._pin_direct([one])
+                    except IpfsError as single:
+                        if "already pinned recursively" not in str(single):
+                            raise
+
+    def _pin_direct(self, cids: list[str]) -> None:
+        with self._calling("pin add"):
+            self._api.pin.add(
+                *cids,
+                recursive=False,
+                opts=self._daemon_timeout(self.timeout),
+                timeout=self.timeout + _HTTP_SLACK,
+            )
 
     def unpin(self, cid: CID | str) -> None:
         """Remove a recursive pin (IpfsError if ``cid`` is not pinned that way)."""

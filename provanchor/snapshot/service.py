@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.errors import ProvanchorError, UsageError
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, Op, file_location
@@ -128,18 +128,24 @@ def _upload(ipfs: IpfsClient, tree: TreeResult) -> None:
     """
     incremental = tree.stats.files_reused > 0
     pending: list[tuple[CID, bytes]] = []
+
+    def flush(last: bool) -> None:
+        if not incremental:
+            ipfs.put_blocks(pending, pin_roots=[tree.root] if last else [])  # the last import holds the root
+            return
+        # Raw leaves: a recursive pin of a leaf walks nothing and, unlike a direct pin, is accepted
+        # when the same content is already pinned recursively (recorded earlier by the agent).
+        ipfs.put_blocks(pending, pin_roots=[cid for cid, _ in pending if cid.codec == RAW])
+        nodes = [cid for cid, _ in pending if cid.codec != RAW]
+        if nodes or last:
+            ipfs.pin_direct(nodes or [tree.root])
+
     for block in tree.iter_blocks():
         pending.append(block)
         if len(pending) >= _BLOCKS_PER_IMPORT:
-            ipfs.put_blocks(pending)
-            if incremental:
-                ipfs.pin_direct([cid for cid, _ in pending])
+            flush(last=False)
             pending = []
-    if incremental:
-        ipfs.put_blocks(pending)
-        ipfs.pin_direct([cid for cid, _ in pending] or [tree.root])
-    else:
-        ipfs.put_blocks(pending, pin_roots=[tree.root])  # the last import holds the root: pin it all
+    flush(last=True)
 
 
 def list_snapshots(session: AgentSession, path: str | None, host_id: str) -> Iterator[dict[str, object]]:
