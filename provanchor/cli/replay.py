@@ -19,6 +19,10 @@ _cache_option = click.option(
     "--no-cache", "no_cache", is_flag=True,
     help="Do not use or fill the local verified content cache (always fetch from IPFS).",
 )  # fmt: skip
+_verify_cache_option = click.option(
+    "--verify-cache", "verify_cache", is_flag=True,
+    help="Hash every byte restored from the local cache, not only entries whose stamp changed.",
+)  # fmt: skip
 _sync_option = click.option(
     "--no-sync", "no_sync", is_flag=True, help="Use the index as it is instead of syncing it with the ledger first."
 )
@@ -47,6 +51,7 @@ def _location(text: str, host: str | None) -> str:
 @click.option("--host", default=None, help="Host id of a plain path (default: this machine's).")
 @index_option
 @_cache_option
+@_verify_cache_option
 @_sync_option
 @json_option
 @click.pass_context
@@ -60,6 +65,7 @@ def state(
     host: str | None,
     index_path: str | None,
     no_cache: bool,
+    verify_cache: bool,
     no_sync: bool,
     as_json: bool,
 ) -> None:
@@ -77,7 +83,8 @@ def state(
     with open_sources(home, Path(index_path) if index_path else None, sync=not no_sync, cache=not no_cache) as src:
         result = replay_state(
             src.records, src.ipfs, src.ledger, uri, at_ns, out,
-            user=user, force=force, cache_dir=src.cache_dir, progress=None if as_json else progress_note,
+            user=user, force=force, cache_dir=src.cache_dir, verify_cache=verify_cache,
+            progress=None if as_json else progress_note,
         )  # fmt: skip
     if as_json:
         emit_json(result.to_json())
@@ -103,6 +110,7 @@ def state(
 @click.option("--timeout", type=float, default=None, help="Give up on the re-run after this many seconds.")
 @index_option
 @_cache_option
+@_verify_cache_option
 @_sync_option
 @json_option
 @click.pass_context
@@ -115,6 +123,7 @@ def run_(
     timeout: float | None,
     index_path: str | None,
     no_cache: bool,
+    verify_cache: bool,
     no_sync: bool,
     as_json: bool,
 ) -> None:
@@ -130,7 +139,8 @@ def run_(
     with open_sources(home, Path(index_path) if index_path else None, sync=not no_sync, cache=not no_cache) as src:
         result = replay_run(
             src.records, src.ipfs, run_id.strip(), out,
-            allow_code_drift=allow_code_drift, force=force, cache_dir=src.cache_dir, timeout=timeout,
+            allow_code_drift=allow_code_drift, force=force, cache_dir=src.cache_dir, verify_cache=verify_cache,
+            timeout=timeout,
         )  # fmt: skip
     if as_json:
         emit_json(result.to_json())

@@ -166,6 +166,7 @@ def replay_run(
     allow_code_drift: bool = False,
     force: bool = False,
     cache_dir: Path | None = None,
+    verify_cache: bool = False,
     timeout: float | None = None,
 ) -> RunReplay:
     item = records.run(run_id)
@@ -190,7 +191,7 @@ def replay_run(
         def mirror(path: str) -> Path:
             return output.join(check_relative_path(path.lstrip("/"), f"path {path!r:.120}"))
 
-        _restore_inputs(inputs, mirror, ContentWriter(ipfs, cache_dir))
+        _restore_inputs(inputs, mirror, ContentWriter(ipfs, cache_dir, verify_every_byte=verify_cache))
         _copy_code(record.code, code_files, cwd, mirror)
         for recorded in outputs:
             mirror(recorded.path).parent.mkdir(parents=True, exist_ok=True)

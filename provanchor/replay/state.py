@@ -200,6 +200,7 @@ def replay_state(
     user: str | None = None,
     force: bool = False,
     cache_dir: Path | None = None,
+    verify_cache: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> StateReplay:
     """Rebuild ``location`` (a ``file://`` URI) as of ``at_ns`` into ``out``; see the module docstring."""
@@ -208,7 +209,8 @@ def replay_state(
     host, path = parse_file_location(location)
     output = OutputTree(out, force=force)  # checked now, created or emptied only once there is something to write
     try:
-        return _replay(records, ipfs, ledger, location, host, path, at_ns, output, user, cache_dir, progress)
+        writer = ContentWriter(ipfs, cache_dir, verify_every_byte=verify_cache)
+        return _replay(records, ipfs, ledger, location, host, path, at_ns, output, user, writer, progress)
     except BaseException:
         output.discard()
         raise
@@ -224,7 +226,7 @@ def _replay(
     at_ns: int,
     output: OutputTree,
     user: str | None,
-    cache_dir: Path | None,
+    writer: ContentWriter,
     progress: Callable[[str], None] | None,
 ) -> StateReplay:
     tree = ReplayTree()
@@ -257,7 +259,6 @@ def _replay(
         steps.append(tree.apply(change, relative, source, change.time <= finished))
     output.prepare()
     result = StateReplay(location, at_ns, output.root, used, steps, [], user)
-    writer = ContentWriter(ipfs, cache_dir)
     result.files, result.problems = restore_tree(tree, output, writer)
     result.from_cache, result.from_ipfs = writer.from_cache, writer.from_ipfs
     return result
