@@ -40,6 +40,9 @@ bench: setup
 	$(PY) benchmarks/anchor.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/agent_overhead.py
+	$(PY) benchmarks/replay.py
+	$(PY) benchmarks/verify.py
+	$(PY) benchmarks/ml.py
 
 clean:
 	-PROVANCHOR_HOME=$(DEMO_HOME) $(VENV)/bin/provanchor node down
