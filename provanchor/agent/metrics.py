@@ -25,6 +25,7 @@ _HELP = {
     "found_by_rescan": ("counter", "Changes found by rescans rather than events."),
     "unreadable_files": ("counter", "Files the agent could not read (recorded with the reason)."),
     "capture_errors": ("counter", "Events the agent failed to record (logged with the reason)."),
+    "changes_pending": ("gauge", "Changes seen but not yet in the spool (files settling, records being committed)."),
     "snapshots_taken": ("counter", "Periodic snapshots taken, recorded and anchored."),
     "snapshot_errors": ("counter", "Periodic snapshots that failed (logged with the reason; retried)."),
 }

@@ -306,6 +306,8 @@ class AgentService:
             "found_by_rescan": tracker.stats.found_by_rescan if tracker else 0,
             "unreadable_files": tracker.stats.unreadable if tracker else 0,
             "capture_errors": tracker.stats.errors if tracker else 0,
+            # Changes seen but not yet durable: files waiting to settle, records waiting for the spool.
+            "changes_pending": (len(tracker.dirty) if tracker else 0) + sum(not f.done() for f in list(self._pending)),
             "snapshots_taken": self.snapshots_taken,
             "snapshot_errors": self.snapshot_errors,
             "backend": self.state.backend,
