@@ -294,7 +294,15 @@ def test_out_must_be_empty_unless_forced_and_not_a_file(history: dict[str, objec
             sources.records, sources.ipfs, sources.ledger, file_location(HOST, str(root)), instants[-1][0], busy,
             force=True,
         )  # fmt: skip
-    assert result.ok and tree_of(busy) == instants[-1][1]
+        assert result.ok and tree_of(busy) == instants[-1][1]
+        live = tree_of(root)
+        for overlapping in (root, root / "sub", root.parent):  # the live data is never the target, even forced
+            with pytest.raises(OutputDirError, match="overlaps"):
+                replay_state(
+                    sources.records, sources.ipfs, sources.ledger, file_location(HOST, str(root)), instants[0][0],
+                    overlapping, force=True,
+                )  # fmt: skip
+        assert tree_of(root) == live
 
 
 def test_bad_input_is_one_line(history: dict[str, object], tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import NothingRecorded, ReplayError, UsageError
+from provanchor.errors import NothingRecorded, OutputDirError, ReplayError, UsageError
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
@@ -207,6 +207,7 @@ def replay_state(
     if not location.startswith("file://"):
         raise UsageError(f"replay state needs a file location, got {location!r:.80}")
     host, path = parse_file_location(location)
+    _refuse_overlap(host, path, out)
     output = OutputTree(out, force=force)  # checked now, created or emptied only once there is something to write
     try:
         writer = ContentWriter(ipfs, cache_dir, verify_every_byte=verify_cache)
@@ -214,6 +215,18 @@ def replay_state(
     except BaseException:
         output.discard()
         raise
+
+
+def _refuse_overlap(host: str, path: str, out: str | os.PathLike[str]) -> None:
+    """On the machine whose data is replayed, --out must not be (or hold, or sit in) the live location."""
+    from provanchor.pipeline.recorder import default_host_id
+
+    if host != default_host_id():
+        return
+    target = os.path.realpath(out)
+    live = os.path.realpath(path)
+    if target == live or target.startswith(live.rstrip("/") + "/") or live.startswith(target.rstrip("/") + "/"):
+        raise OutputDirError(f"--out {out} overlaps the replayed location {path}: restore somewhere else")
 
 
 def _replay(
@@ -249,7 +262,8 @@ def _replay(
     if not root_is_file:
         root_is_file = path != "/" and any(c.location == location for c in affecting)
     if progress is not None:
-        progress(f"applying {len(affecting)} records" + (f" after snapshot {used.snapshot_id}" if used else ""))
+        after = f" after snapshot {used.snapshot_id}" if used else " (no snapshot before them)"
+        progress(f"applying {len(affecting)} record(s){after}")
     steps: list[Step] = []
     for change in affecting:
         relative = _relative_of(change.location, host, path, root_is_file)
