@@ -135,3 +135,10 @@ def test_bad_input(agent_home: Home, training: dict[str, object], tmp_path: Path
     afile.write_text("x")
     onfile = replay(agent_home, run_id, afile)
     assert onfile.returncode != 0 and onfile.stderr.count("\n") == 1 and "not a directory" in onfile.stderr
+    work = training["work"]
+    assert isinstance(work, Path)
+    before = sorted(os.listdir(work))
+    for live in (work, work.parent):  # --force must never empty the run's own directory
+        refused = replay(agent_home, run_id, live, "--force")
+        assert refused.returncode != 0 and "overlaps" in refused.stderr and refused.stderr.count("\n") == 1
+    assert sorted(os.listdir(work)) == before

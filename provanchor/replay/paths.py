@@ -19,7 +19,7 @@ from pathlib import Path
 from provanchor.errors import OutputDirError, UnsafePath
 from provanchor.snapshot.manifest import relative_path_problem
 
-__all__ = ["OutputTree", "check_relative_path", "relative_path_problem", "symlink_escapes"]
+__all__ = ["OutputTree", "check_relative_path", "refuse_overlap", "relative_path_problem", "symlink_escapes"]
 
 
 def check_relative_path(path: str, what: str) -> str:
@@ -41,6 +41,14 @@ def symlink_escapes(link_path: str, target: str) -> bool:
         return True
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
     return resolved == ".." or resolved.startswith("../") or resolved.startswith("/")
+
+
+def refuse_overlap(out: str | os.PathLike[str], live: str, what: str) -> None:
+    """Refuse an --out that is, holds, or sits inside ``live`` (a --force would empty live data)."""
+    target = os.path.realpath(out)
+    real = os.path.realpath(live)
+    if target == real or target.startswith(real.rstrip("/") + "/") or real.startswith(target.rstrip("/") + "/"):
+        raise OutputDirError(f"--out {out} overlaps {what} {live}: restore somewhere else")
 
 
 class OutputTree:

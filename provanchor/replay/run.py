@@ -32,7 +32,7 @@ from provanchor.ipfs.client import IpfsClient
 from provanchor.records import CodeIdentity, parse_file_location
 from provanchor.records.codehash import CodeFile
 from provanchor.replay.content import Blob, ContentWriter
-from provanchor.replay.paths import OutputTree, check_relative_path
+from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap
 from provanchor.replay.source import LedgerRecords
 
 __all__ = ["OutputComparison", "RecordedFile", "RunReplay", "code_drift", "replay_run"]
@@ -183,6 +183,7 @@ def replay_run(
     drift = code_drift(record.code, code_files)
     if drift and not allow_code_drift:
         raise CodeDrift(f"the code differs from run {run_id}: {'; '.join(drift)} (use --allow-code-drift to re-run)")
+    refuse_overlap(out, cwd, "the run's working directory")
     output = OutputTree(out, force=force)
     try:
         output.prepare()

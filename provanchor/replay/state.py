@@ -31,13 +31,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import NothingRecorded, OutputDirError, ReplayError, UsageError
+from provanchor.errors import NothingRecorded, ReplayError, UsageError
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.records import file_location, parse_file_location
 from provanchor.replay.content import Blob, ContentWriter
-from provanchor.replay.paths import OutputTree, check_relative_path, symlink_escapes
+from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap, symlink_escapes
 from provanchor.replay.source import IndexedRecord, LedgerRecords
 from provanchor.replay.tree import Node, ReplayTree, Step, StepOutcome
 from provanchor.snapshot.manifest import SnapshotManifest, decode_snapshot_manifest
@@ -221,12 +221,8 @@ def _refuse_overlap(host: str, path: str, out: str | os.PathLike[str]) -> None:
     """On the machine whose data is replayed, --out must not be (or hold, or sit in) the live location."""
     from provanchor.pipeline.recorder import default_host_id
 
-    if host != default_host_id():
-        return
-    target = os.path.realpath(out)
-    live = os.path.realpath(path)
-    if target == live or target.startswith(live.rstrip("/") + "/") or live.startswith(target.rstrip("/") + "/"):
-        raise OutputDirError(f"--out {out} overlaps the replayed location {path}: restore somewhere else")
+    if host == default_host_id():
+        refuse_overlap(out, path, "the replayed location")
 
 
 def _replay(
