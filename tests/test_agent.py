@@ -238,22 +238,7 @@ def test_inotify_warning_and_fallback_without_cap_sys_admin(net_home: Home, tmp_
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed, so capabilities cannot be dropped")
     agent = Agent(net_home, tmp_path, "nocap", "auto")
-    agent.process = subprocess.Popen(
-        [
-            "setpriv",
-            "--inh-caps=-sys_admin",
-            "--bounding-set=-sys_admin",
-            *CLI,
-            "agent",
-            "start",
-            "--config",
-            str(agent.config),
-        ],
-        env=agent.env(),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    agent.spawn("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin")
     time.sleep(6)
     (agent.data / "x.txt").write_text("x\n")
     time.sleep(1.0)
@@ -374,25 +359,7 @@ def test_an_unreadable_file_is_recorded_with_the_reason(net_home: Home, tmp_path
         agent = Agent(net_home, base, "nobody", "auto")
         for path in [agent.home.root, *agent.home.root.rglob("*")]:
             os.chown(path, 65534, 65534)
-        agent.process = subprocess.Popen(
-            [
-                "setpriv",
-                "--reuid",
-                "nobody",
-                "--regid",
-                "nogroup",
-                "--clear-groups",
-                *CLI,
-                "agent",
-                "start",
-                "--config",
-                str(agent.config),
-            ],
-            env=agent.env(),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
+        agent.spawn("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
         time.sleep(6)
         secret = agent.data / "secret.txt"
         secret.write_text("for root only\n")

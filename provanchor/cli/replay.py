@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -28,6 +29,13 @@ _sync_option = click.option(
 )
 
 
+def _restore_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options both replays share: where to restore, and where content and records come from."""
+    for option in reversed((_force_option, index_option, _cache_option, _verify_cache_option, _sync_option)):
+        command = option(command)
+    return command
+
+
 @click.group()
 def replay() -> None:
     """Rebuild any location at any time, or re-execute a recorded run, checked against the ledger."""
@@ -47,12 +55,8 @@ def _location(text: str, host: str | None) -> str:
 @click.option("--at", "at", required=True, help="The time: ISO 8601 or Unix seconds (inclusive).")
 @click.option("--user", default=None, help="Apply only this user's changes (the replay is expected to diverge).")
 @_out_option
-@_force_option
 @click.option("--host", default=None, help="Host id of a plain path (default: this machine's).")
-@index_option
-@_cache_option
-@_verify_cache_option
-@_sync_option
+@_restore_options
 @json_option
 @click.pass_context
 def state(
@@ -106,12 +110,8 @@ def state(
 @click.argument("run_id")
 @_out_option
 @click.option("--allow-code-drift", is_flag=True, help="Re-run even if the code on this machine differs.")
-@_force_option
 @click.option("--timeout", type=float, default=None, help="Give up on the re-run after this many seconds.")
-@index_option
-@_cache_option
-@_verify_cache_option
-@_sync_option
+@_restore_options
 @json_option
 @click.pass_context
 def run_(

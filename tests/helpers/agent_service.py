@@ -42,14 +42,18 @@ class Agent:
     def env(self) -> dict[str, str]:
         return {**os.environ, "PROVANCHOR_HOME": str(self.home.root), "PROVANCHOR_PASSWORD": PASSWORD}
 
-    def start(self) -> None:
+    def spawn(self, *wrapper: str) -> None:
+        """Start the service without waiting for it, optionally under a wrapper (``setpriv ...``)."""
         self.process = subprocess.Popen(
-            [*CLI, "agent", "start", "--config", str(self.config)],
+            [*wrapper, *CLI, "agent", "start", "--config", str(self.config)],
             env=self.env(),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
         )
+
+    def start(self) -> None:
+        self.spawn()
         deadline = time.monotonic() + 60
         status = self.home.root / "agents" / self.identity.address.lower() / "status.json"
         while time.monotonic() < deadline:
