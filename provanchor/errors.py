@@ -37,6 +37,18 @@ class DaemonStartError(ProvanchorError):
     """A managed daemon (anvil, IPFS) did not start or did not become ready."""
 
 
+class LockBusy(ProvanchorError):
+    """Another live process holds a lock this command needs (anchoring a spool, the agent service)."""
+
+
+class SpoolUnavailable(ProvanchorError):
+    """The spool cannot be written (read-only file or directory, full disk, locked too long).
+
+    Nothing already committed is lost: the error is raised before or instead of
+    a commit, never after one.
+    """
+
+
 class ChainUnavailable(ProvanchorError):
     """The chain's JSON-RPC endpoint does not answer."""
 

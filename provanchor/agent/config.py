@@ -28,9 +28,17 @@ class CaptureConfig:
     rescan_interval: float = 300.0
     settle_seconds: float = 1.0
     max_content_bytes: int = 256 * 1024 * 1024
+    # Directories never captured, whatever the paths say: the agent's own data directory. Recording
+    # its own spool would loop (each record changes the spool), and reading the live SQLite files
+    # from the service's process would drop the service's POSIX locks on them, which lets another
+    # process delete the WAL under it and lose records.
+    internal: tuple[str, ...] = ()
 
     def excluded(self, path: str) -> bool:
-        """Exclusion globs match the absolute path or any of its components' names."""
+        """Exclusion globs match the absolute path or any of its components' names; internal dirs by prefix."""
+        for directory in self.internal:
+            if path == directory or path.startswith(directory.rstrip("/") + "/"):
+                return True
         name = os.path.basename(path)
         return any(fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
 
@@ -128,10 +136,11 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     listen = metrics.get("listen", "127.0.0.1:9464")
     if listen and (":" not in listen or not listen.rsplit(":", 1)[1].isdigit()):
         raise ConfigError(f'{source}: metrics.listen must be HOST:PORT (or "" to disable), got {listen!r}')
+    home = _path(agent.get("home", os.environ.get("PROVANCHOR_HOME", "~/.provanchor")), base)
     return AgentConfig(
         source=source,
         name=agent["name"],
-        home=_path(agent.get("home", os.environ.get("PROVANCHOR_HOME", "~/.provanchor")), base),
+        home=home,
         keystore=_path(agent["keystore"], base) if "keystore" in agent else None,
         password_file=_path(agent["password_file"], base) if "password_file" in agent else None,
         host_id=agent.get("host_id") or None,
@@ -142,6 +151,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             rescan_interval=float(capture.get("rescan_interval", 300.0)),
             settle_seconds=float(capture.get("settle_seconds", 1.0)),
             max_content_bytes=int(capture.get("max_content_bytes", 256 * 1024 * 1024)),
+            internal=(os.path.realpath(home),),
         ),
         batch_size=size,
         batch_interval=interval,

@@ -35,7 +35,7 @@ from provanchor.identity import AgentIdentity, load_identity, read_password, unl
 from provanchor.ipfs.cid import CID
 from provanchor.network import load_network
 from provanchor.pipeline.recorder import RecordRef, default_host_id
-from provanchor.pipeline.session import AgentSession
+from provanchor.pipeline.session import AgentSession, service_locks
 from provanchor.records import Change, parse_file_location
 
 _RECENT_LIMIT = 64 * 1024 * 1024
@@ -62,12 +62,18 @@ class AgentService:
         self.state = ServiceState()
         self._stop = threading.Event()
         identity = self._identity()
-        password = read_password(str(config.password_file) if config.password_file else None)
-        account = unlock(identity.keystore_path, password)
-        network = load_network(self.home)
-        self.session = AgentSession(
-            self.home, network, identity, account, batch_size=config.batch_size, interval=config.batch_interval
-        )
+        # Refuse a second service before the slow key unlock; held until this process ends.
+        self._locks = service_locks(self.home, identity.keystore_path)
+        try:
+            password = read_password(str(config.password_file) if config.password_file else None)
+            account = unlock(identity.keystore_path, password)
+            network = load_network(self.home)
+            self.session = AgentSession(
+                self.home, network, identity, account, batch_size=config.batch_size, interval=config.batch_interval
+            )
+        except BaseException:
+            self._release_locks()
+            raise
         self.host_id = config.host_id or default_host_id()
         self.metrics: MetricsServer | None = None
         self._pending: deque[Future[RecordRef]] = deque()
@@ -225,6 +231,11 @@ class AgentService:
         if self.metrics is not None:
             self.metrics.stop()
         self.session.close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        for lock in self._locks:
+            lock.release()
 
     # ------------------------------------------------------------ plumbing
 
@@ -329,7 +340,7 @@ class AgentService:
             **{k: v for k, v in self.metrics_snapshot().items() if k != "backend"},
         }
         path = status_path(self.home, self.session.address)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, path)
 

@@ -71,6 +71,11 @@ class Transactor:
     def address(self) -> str:
         return str(self.account.address)
 
+    def forget_nonce(self) -> None:
+        """Ask the node for the nonce next time: another process may have sent from this key."""
+        with self._lock:
+            self._nonce = None
+
     # ------------------------------------------------------------ preflight
 
     def estimate(self, to: str | None, data: str) -> int:

@@ -131,21 +131,20 @@ def record(
 @click.pass_context
 def anchor(ctx: click.Context, flush_now: bool, timeout: float, password_file: str | None, as_json: bool) -> None:
     """Anchor spooled records (with --flush), or show what is waiting."""
-    home = app(ctx).home
-    with AgentSession.open(home, password_file=password_file) as session:
-        before = session.spool.stats()
-        status = session.flush(timeout=timeout) if flush_now else session.anchorer.status()
-        after = session.spool.stats()
+    from provanchor.pipeline.session import anchor_spool
+
+    report = anchor_spool(app(ctx).home, flush_now, timeout=timeout, password_file=password_file)
+    status = report.status
     data: dict[str, Any] = {
-        "agent": session.address,
+        "agent": report.agent,
         "size": status.size if status else 0,
         "root": "0x" + status.root.hex() if status else None,
         "tx": status.tx if status else None,
         "checkpoint": status.checkpoint if status else None,
         "block": status.block if status else None,
-        "records": after["records"],
-        "pending": after["unbatched"] + (after["records"] - after["unbatched"] - after["anchored_size"]),
-        "newly_anchored": after["anchored_size"] - before["anchored_size"],
+        "records": report.records,
+        "pending": report.pending,
+        "newly_anchored": report.newly_anchored,
     }
     if as_json:
         emit_json(data)

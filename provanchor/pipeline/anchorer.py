@@ -19,23 +19,41 @@ step, so a crash anywhere resumes where it stopped:
 
 IPFS or chain outages leave batches in their state; recording continues,
 and the next attempt picks up from there.
+
+Many processes may record into one spool (the service, `record`, `run`,
+`snapshot take`, the ML tracker), but only one at a time moves batches: every
+step runs under the spool's anchoring lock (`anchor.lock` beside it, an flock
+that a killed holder releases). The background loop skips a round while
+another process holds it; `flush` waits for it. Should the chain ever hold a
+checkpoint this spool was about to send, with the same root, the batch is
+adopted as anchored rather than reported as `CheckpointExists`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import ChainUnavailable, ConfigError, ContractError, IpfsUnavailable, ProvanchorError
+from provanchor.errors import (
+    ChainUnavailable,
+    ConfigError,
+    ContractError,
+    IpfsUnavailable,
+    LockBusy,
+    ProvanchorError,
+)
 from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient, IpfsError
 from provanchor.pipeline import faults
+from provanchor.pipeline.locks import ProcessLock, busy_message
 from provanchor.pipeline.manifest import PreviousCheckpoint, build_manifest
 from provanchor.pipeline.spool import Batch, Spool
 
@@ -51,6 +69,20 @@ class AnchorStatus:
     checkpoint: int
     block: int | None
     anchored_batches: int
+
+
+def anchor_status(spool: Spool) -> AnchorStatus | None:
+    """The latest checkpoint this spool saw anchored (None before the first)."""
+    anchored = spool.batches(["anchored"])
+    if not anchored:
+        return None
+    last = anchored[-1]
+    return AnchorStatus(last.size, last.root, last.tx_hash, last.checkpoint_index, last.block, len(anchored))
+
+
+def anchor_lock_path(spool: Spool) -> Path:
+    """The lock every process takes to move this spool's batches (beside the spool)."""
+    return spool.path.parent / "anchor.lock"
 
 
 def _gas_limit(batch: Batch) -> int:
@@ -79,6 +111,7 @@ class Anchorer:
         self.agent = ledger.transactor.address
         self.chain_id = ledger.chain_id
         self._lock = threading.Lock()
+        self._process_lock = ProcessLock(anchor_lock_path(spool))
         self._on_anchored = on_anchored
         # IPFS stores of different batches are independent: a few run at once (the daemon
         # overlaps their I/O); anchoring stays strictly in order.
@@ -215,13 +248,23 @@ class Anchorer:
         self.metrics["store_seconds"] += time.perf_counter() - started
         self.metrics["batches_stored"] += 1
 
-    def send(self, batch: Batch, preflight: bool) -> str:
-        """Sign, persist, then broadcast the anchor transaction; returns its hash."""
+    def send(self, batch: Batch, preflight: bool) -> str | None:
+        """Sign, persist, then broadcast the anchor transaction; returns its hash.
+
+        None when the chain already held this checkpoint with this root (the
+        batch is then adopted as anchored, nothing is sent).
+        """
         started = time.perf_counter()
         data = self._call_data(batch)
         transactor = self.ledger.transactor
         gas = None if preflight else _gas_limit(batch)
-        signed = transactor.sign(self.ledger.address, data, gas=gas)
+        try:
+            signed = transactor.sign(self.ledger.address, data, gas=gas)
+        except ContractError as exc:  # the gas estimate ran the call: the chain refused it already
+            if exc.name == "CheckpointExists" and self._chain_has(batch):
+                self._adopt(batch)
+                return None
+            raise
         self.spool.mark_sent(batch.id, signed.tx_hash, signed.raw)
         in_flight = transactor.broadcast(signed)
         if in_flight.tx_hash != signed.tx_hash:
@@ -238,7 +281,7 @@ class Anchorer:
             receipt = self.ledger.transactor.wait(batch.tx_hash, timeout=timeout)
         except ContractError as exc:
             if exc.name == "CheckpointExists" and self._chain_has(batch):
-                return self._mark_anchored(batch, None, None, None)
+                return self._adopt(batch)
             self._unsend(batch)
             raise
         faults.crash_point("after-receipt")
@@ -263,24 +306,65 @@ class Anchorer:
                 # sent behind a batch that failed). Send it again, in order, next time.
                 self._unsend(batch)
 
-    def flush(self, timeout: float = 120.0) -> AnchorStatus | None:
-        """Anchor everything spooled now; returns the latest anchored checkpoint."""
+    @contextlib.contextmanager
+    def _exclusive(self, timeout: float | None) -> Iterator[bool]:
+        """Hold this process's and the spool's anchoring lock; yields False if it stayed busy past `timeout`."""
         with self._lock:
-            self.recover()
-            while self.spool.count_unbatched():
-                self.cut()
-            self.store_all()
-            first = True
-            for batch in self.spool.batches(["stored"]):
-                self.send(batch, preflight=first)
+            if not self._process_lock.acquire(timeout):
+                yield False
+                return
+            try:
+                if self._process_lock.last_holder not in (None, os.getpid()):
+                    self.ledger.transactor.forget_nonce()  # it may have sent from this key meanwhile
+                yield True
+            finally:
+                self._process_lock.release()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None = 120.0) -> Iterator[None]:
+        """Be the only process moving this spool's batches or sending from its key, for a block.
+
+        Inside, call `flush_held()` rather than `flush()`. `LockBusy` names the
+        holder when it stays busy past `timeout`.
+        """
+        with self._exclusive(timeout) as acquired:
+            if not acquired:
+                raise LockBusy(
+                    busy_message(f"anchoring of spool {self.spool.path}", self._process_lock.holder(), timeout)
+                )
+            yield
+
+    def flush(self, timeout: float = 120.0) -> AnchorStatus | None:
+        """Anchor everything spooled now; returns the latest anchored checkpoint.
+
+        Another process anchoring the same spool is waited for (up to
+        `timeout`), then whatever it left is finished here.
+        """
+        with self.exclusive(timeout):
+            return self.flush_held(timeout)
+
+    def flush_held(self, timeout: float = 120.0) -> AnchorStatus | None:
+        """`flush` for a caller already inside `exclusive()`."""
+        self.recover()
+        while self.spool.count_unbatched():
+            self.cut()
+        self.store_all()
+        first = True
+        for batch in self.spool.batches(["stored"]):
+            if self.send(batch, preflight=first) is not None:
                 first = False
-            for batch in self.spool.batches(["sent"]):
-                self.confirm(batch, timeout=timeout)
-            return self.status()
+        for batch in self.spool.batches(["sent"]):
+            self.confirm(batch, timeout=timeout)
+        return self.status()
 
     def step(self, max_age_ns: int) -> bool:
-        """One round of background work: cut a due batch, advance pending ones. True if it did anything."""
-        with self._lock:
+        """One round of background work: cut a due batch, advance pending ones. True if it did anything.
+
+        A round is skipped while another process anchors this spool.
+        """
+        with self._exclusive(0.0) as acquired:
+            if not acquired:
+                return False
             did = False
             unbatched = self.spool.count_unbatched()
             oldest = self.spool.oldest_unbatched_ns()
@@ -291,9 +375,10 @@ class Anchorer:
                 due = self.spool.count_unbatched() >= self.batch_size
             if self.store_all():
                 did = True
-            stored = self.spool.batches(["stored"])
-            for i, batch in enumerate(stored):
-                self.send(batch, preflight=i == 0)
+            first = True
+            for batch in self.spool.batches(["stored"]):
+                if self.send(batch, preflight=first) is not None:
+                    first = False
                 did = True
             for batch in self.spool.batches(["sent"]):
                 self.confirm(batch)
@@ -306,8 +391,9 @@ class Anchorer:
         """Background loop: batches are cut by size or age; outages back off and retry."""
         max_age_ns = int(interval * 1e9)
         backoff = 0.0
-        with self._lock, contextlib.suppress(ChainUnavailable, IpfsUnavailable):
-            self.recover()
+        with self._exclusive(0.0) as acquired, contextlib.suppress(ChainUnavailable, IpfsUnavailable):
+            if acquired:
+                self.recover()
         while not stop.is_set():
             try:
                 did = self.step(max_age_ns)
@@ -321,11 +407,7 @@ class Anchorer:
                 stop.wait(backoff)
 
     def status(self) -> AnchorStatus | None:
-        anchored = self.spool.batches(["anchored"])
-        if not anchored:
-            return None
-        last = anchored[-1]
-        return AnchorStatus(last.size, last.root, last.tx_hash, last.checkpoint_index, last.block, len(anchored))
+        return anchor_status(self.spool)
 
     # ------------------------------------------------------------ helpers
 
@@ -375,6 +457,11 @@ class Anchorer:
         """The transaction reverted: the batch goes back to `stored` to be sent again later."""
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored', tx_hash = NULL, raw_tx = NULL WHERE id = ?", (batch.id,))
+
+    def _adopt(self, batch: Batch) -> Batch:
+        """The chain already holds this batch's checkpoint with this root: take it as anchored."""
+        tx, block = self._find_anchor_tx(batch)
+        return self._mark_anchored(batch, tx, block, None)
 
     def _mark_anchored(self, batch: Batch, tx: str | None, block: int | None, gas_used: int | None) -> Batch:
         self.spool.mark_anchored(batch.id, tx, block, gas_used, time.time_ns())

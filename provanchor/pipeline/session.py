@@ -15,16 +15,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
 from provanchor.chain.client import LedgerClient
+from provanchor.errors import LockBusy
 from provanchor.home import Home
 from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import NetworkDescriptor, load_network
-from provanchor.pipeline.anchorer import Anchorer, AnchorStatus
+from provanchor.pipeline.anchorer import Anchorer, AnchorStatus, anchor_status
+from provanchor.pipeline.locks import ProcessLock
 from provanchor.pipeline.recorder import Recorder, RecordRef
 from provanchor.pipeline.spool import Spool
 from provanchor.records import Change, Eip712Domain, RecordSigner
@@ -32,6 +35,78 @@ from provanchor.records import Change, Eip712Domain, RecordSigner
 
 def spool_path(home: Home, address: str) -> Path:
     return home.root / "agents" / address.lower() / "spool.sqlite"
+
+
+def open_spool_readonly(home: Home, address: str) -> Spool | None:
+    """The agent's spool for reading only (None when it has none yet): status views never write it."""
+    path = spool_path(home, address)
+    if not path.exists():
+        return None
+    return Spool(path, readonly=True)
+
+
+def service_locks(home: Home, keystore: Path) -> list[ProcessLock]:
+    """Take the locks that make one capture service per data directory and per key, or raise.
+
+    Two services on one home would race on its status file and snapshots;
+    two on one key (from two homes) would write two logs for one agent, which
+    the chain refuses at the second anchor. Both locks are flocks: a killed
+    service leaves nothing to clean up.
+    """
+    taken: list[ProcessLock] = []
+    wanted = [
+        (ProcessLock(home.run_dir / "agent-service.lock"), f"data directory {home.root}"),
+        (ProcessLock(keystore, record_pid=False), f"keystore {keystore}"),
+    ]
+    for lock, what in wanted:
+        if not lock.acquire(0.0):
+            for held in taken:
+                held.release()
+            pid = lock.holder()
+            who = f"pid {pid}" if pid is not None else "another process"
+            stop = f"; stop it first (kill -TERM {pid})" if pid is not None else ""
+            raise LockBusy(f"an agent service already runs for {what} ({who}){stop}")
+        taken.append(lock)
+    return taken
+
+
+@dataclass(frozen=True)
+class AnchorReport:
+    """What `provanchor anchor` shows: the latest checkpoint and what waits in the spool."""
+
+    agent: str
+    status: AnchorStatus | None
+    records: int
+    pending: int
+    newly_anchored: int
+
+
+def anchor_spool(
+    home: Home,
+    flush: bool,
+    timeout: float = 120.0,
+    password: str | None = None,
+    password_file: str | None = None,
+) -> AnchorReport:
+    """Anchor everything spooled (`flush`), or only report, reading the spool read-only and needing no key."""
+    if flush:
+        with AgentSession.open(home, password=password, password_file=password_file) as session:
+            before = session.spool.stats()
+            status = session.flush(timeout=timeout)
+            after = session.spool.stats()
+            address = session.address
+    else:
+        address = load_identity(home).address
+        spool = open_spool_readonly(home, address)
+        if spool is None:
+            return AnchorReport(address, None, 0, 0, 0)
+        try:
+            before = after = spool.stats()
+            status = anchor_status(spool)
+        finally:
+            spool.close()
+    pending = after["records"] - after["anchored_size"]
+    return AnchorReport(address, status, after["records"], pending, after["anchored_size"] - before["anchored_size"])
 
 
 class AgentSession:

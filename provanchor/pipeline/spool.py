@@ -21,6 +21,7 @@ Tables:
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,8 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from provanchor.errors import ConfigError
+from provanchor.errors import ConfigError, SpoolUnavailable
 
 SCHEMA_VERSION = 1
 
@@ -120,19 +122,39 @@ class KnownContent:
 
 
 class Spool:
-    """One agent's spool database. Safe to share between threads of one process."""
+    """One agent's spool database. Safe to share between threads of one process.
 
-    def __init__(self, path: Path) -> None:
+    Many processes may open one spool. Writers (`readonly=False`) are
+    serialised by SQLite's write lock; everything that talks to IPFS or the
+    chain between transactions is serialised by the anchoring lock (see
+    `provanchor.pipeline.locks`). Readers open it read-only: a read-only
+    connection never checkpoints or deletes the WAL on close, so a status query
+    cannot pull the WAL from under the service.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        stored = self.get_meta("schema")
-        if stored is None:
+        try:
+            if readonly:
+                if not path.exists():
+                    raise ConfigError(f"spool {path} does not exist: nothing was recorded by this agent here")
+                uri = f"file:{quote(str(path))}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(_SCHEMA)
+            stored = self.get_meta("schema")
+        except sqlite3.Error as exc:
+            raise spool_error(path, exc) from exc
+        except PermissionError as exc:
+            raise SpoolUnavailable(f"spool {path} cannot be opened: permission denied") from exc
+        if stored is None and not readonly:
             self.set_meta("schema", str(SCHEMA_VERSION))
         elif stored != str(SCHEMA_VERSION):
             raise ConfigError(f"spool {path} has schema {stored}, this provanchor expects {SCHEMA_VERSION}")
@@ -143,15 +165,57 @@ class Spool:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One durable transaction (BEGIN IMMEDIATE ... COMMIT, fsynced by synchronous=FULL)."""
+        """One durable transaction (BEGIN IMMEDIATE ... COMMIT, fsynced by synchronous=FULL).
+
+        SQLite failures (a read-only file, a full disk, a lock held past the
+        timeout) become `SpoolUnavailable` naming the spool: the transaction
+        is rolled back, and whatever was committed before stays.
+        """
+        if self.readonly:
+            raise SpoolUnavailable(f"spool {self.path} was opened read-only")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise spool_error(self.path, exc) from exc
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise spool_error(self.path, exc) from exc
                 raise
-            self._db.execute("COMMIT")
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong with this spool (empty when sound): SQLite's own check plus the log's invariants.
+
+        The invariants: seq runs 0..n-1 without a gap, every record's `prev`
+        is the hash of the one before (checked by decoding where cheap: here
+        the stored order and uniqueness), batches tile the log from 0 without
+        overlap, and the log state's size is the last batch's end.
+        """
+        problems: list[str] = []
+        with self._lock:
+            for (line,) in self._db.execute("PRAGMA integrity_check").fetchall():
+                if line != "ok":
+                    problems.append(f"sqlite: {line}")
+            count, low, high = self._db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM records").fetchone()
+            if count and (low != 0 or high != count - 1):
+                problems.append(f"records: seq runs {low}..{high} over {count} rows (a gap or a repeat)")
+            expected_start = 0
+            for batch_id, start, end in self._db.execute("SELECT id, start_seq, end_seq FROM batches ORDER BY id"):
+                if start != expected_start or end <= start:
+                    problems.append(f"batch {batch_id}: covers {start}..{end}, expected to start at {expected_start}")
+                expected_start = end
+            row = self._db.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
+            if (row[0] if row else 0) != expected_start:
+                problems.append(f"log state size {row[0] if row else 0} != end of the last batch {expected_start}")
+            unbatched_low = self._db.execute("SELECT MIN(seq) FROM records WHERE batch IS NULL").fetchone()[0]
+            if unbatched_low is not None and unbatched_low != expected_start:
+                problems.append(f"first unbatched record is seq {unbatched_low}, the log ends at {expected_start}")
+        return problems
 
     # ------------------------------------------------------------ meta
 
@@ -169,6 +233,8 @@ class Spool:
         wanted = {"agent": agent.lower(), "chain_id": str(chain_id), "contract": contract.lower()}
         for key, value in wanted.items():
             current = self.get_meta(key)
+            if current is None and self.readonly:
+                continue
             if current is None:
                 self.set_meta(key, value)
             elif current != value:
@@ -375,3 +441,20 @@ def _batch(row: Sequence[Any]) -> Batch:
         cut_ns=int(row[12]),
         anchored_ns=None if row[13] is None else int(row[13]),
     )
+
+
+def spool_error(path: Path, exc: sqlite3.Error) -> SpoolUnavailable:
+    """One line naming the spool, the cause and the fix."""
+    text = str(exc)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        why = "it is read-only (file or directory): make it writable by this user"
+    elif "full" in lowered:
+        why = "the disk is full: free space and retry"
+    elif "locked" in lowered or "busy" in lowered:
+        why = "another process held it locked for too long: retry"
+    elif "unable to open" in lowered:
+        why = "it cannot be opened: check the directory exists and is writable"
+    else:
+        why = text
+    return SpoolUnavailable(f"spool {path}: {why} ({text}); nothing already recorded is lost")

@@ -97,12 +97,16 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
         },
     )
     ref = session.record(change)
-    status = session.flush()
-    if status is None:
-        raise ProvanchorError("the snapshot record could not be anchored")
-    receipt = session.anchorer.ledger.anchor_snapshot(
-        resource_id(location), manifest_cid.to_bytes(), state_root, status.checkpoint
-    )
+    # The record's anchor and the snapshot anchor are sent from the agent's key: under the spool's
+    # anchoring lock, so a capture service or another command sending from the same key at the same
+    # time can neither cut this batch half way nor take the nonce.
+    with session.anchorer.exclusive():
+        status = session.anchorer.flush_held()
+        if status is None:
+            raise ProvanchorError("the snapshot record could not be anchored")
+        receipt = session.anchorer.ledger.anchor_snapshot(
+            resource_id(location), manifest_cid.to_bytes(), state_root, status.checkpoint
+        )
     return SnapshotTaken(
         manifest_cid.encode(),
         tree.root,
