@@ -163,8 +163,9 @@ def test_rebuild_answers_every_query_identically(net_home: Home, populated: dict
         done = cli(*args)
         assert done.returncode != 0 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
         assert needle in done.stderr.lower()
+    # Without --no-sync, query builds a missing index (it syncs first); with it, a missing index is an error.
     missing = subprocess.run(
-        [*CLI, "query", "--index", str(tmp_path / "none.sqlite")], env=env, capture_output=True, text=True
+        [*CLI, "query", "--no-sync", "--index", str(tmp_path / "none.sqlite")], env=env, capture_output=True, text=True
     )
     assert missing.returncode != 0 and "index sync" in missing.stderr
     other = IndexStore.open(tmp_path / "foreign.sqlite", must_exist=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
+from provanchor.cli.context import app, emit_json, emit_pairs, iso_time, json_option, progress_note
 from provanchor.identity import create_identity, read_password
 from provanchor.localnet import lifecycle
 from provanchor.network import load_network
@@ -93,7 +93,8 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    emit_pairs([(key, data[key]) for key in sorted(data)])
+    times = ("started", "updated")
+    emit_pairs([(key, iso_time(data[key]) if key in times else data[key]) for key in sorted(data)])
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -132,6 +133,9 @@ def run(
     home = app(ctx).home
     with AgentSession.open(home, password_file=password_file) as session:
         result = RunRecorder(session, default_host_id(), watch=watch, name=name).run(argv)
+        warning = session.approval_warning()
+        if warning:
+            progress_note(f"warning: {warning}")
         status = session.flush() if flush_now else None
     data = {
         "run_id": result.run_id,
@@ -143,6 +147,7 @@ def run(
         "capture": result.backend,
         "notes": result.notes,
         "anchored_size": status.size if status else None,
+        "warning": warning,
     }
     if as_json:
         emit_json(data)

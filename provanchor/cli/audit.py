@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
+from provanchor.cli.context import app, emit_json, emit_pairs, json_option
+from provanchor.cli.progress import progress_bar
 from provanchor.cli.verify import finish
 
 
@@ -66,7 +67,8 @@ def export_cmd(
     chain = Chain(rpc_url, contract)
     source = IpfsSource(ipfs_api)
     try:
-        summary = export_bundle(chain, source, agent, selection, output, progress=progress_note)
+        with progress_bar() as progress:
+            summary = export_bundle(chain, source, agent, selection, output, progress=progress)
     finally:
         source.close()
     if as_json:
@@ -77,14 +79,18 @@ def export_cmd(
 
 @audit.command("verify")
 @click.argument("bundle", type=click.Path(dir_okay=False))
-@click.option("--rpc", "rpc_url", required=True, metavar="URL", help="Chain JSON-RPC URL (trusted).")
-@click.option("--contract", required=True, metavar="ADDRESS", help="Ledger contract address (trusted).")
+@click.option("--rpc", "rpc_url", default=None, metavar="URL",
+              help="Chain JSON-RPC URL (trusted; default: network.json's, said so in the report).")
+@click.option("--contract", default=None, metavar="ADDRESS",
+              help="Ledger contract address (trusted; default: network.json's).")
 @json_option
 @click.pass_context
-def verify_cmd(ctx: click.Context, bundle: str, rpc_url: str, contract: str, as_json: bool) -> None:
+def verify_cmd(ctx: click.Context, bundle: str, rpc_url: str | None, contract: str | None, as_json: bool) -> None:
     """Verify BUNDLE against the roots on the chain, with no IPFS."""
     from provanchor.verify.bundle import verify_bundle
     from provanchor.verify.log import Chain
+    from provanchor.verify.trust import TrustBase
 
-    report = verify_bundle(Chain(rpc_url, contract), bundle)
-    finish(ctx, report, as_json)
+    trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, needs_blocks=False)
+    report = verify_bundle(Chain(trust.rpc_url, trust.contract), bundle)
+    finish(ctx, trust.annotate(report), as_json)

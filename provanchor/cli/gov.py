@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from provanchor.chain.client import AgentInfo, LedgerClient, ProposalInfo, ProposalOutcome
-from provanchor.cli.context import app, emit_json, emit_table, json_option
+from provanchor.cli.context import app, emit_json, emit_table, iso_time, json_option, wide_option
 from provanchor.localnet.devkeys import select_governor
 from provanchor.network import load_network
 
@@ -153,9 +153,10 @@ def _proposal_json(p: ProposalInfo) -> dict[str, Any]:
 
 @gov.command("list")
 @click.option("--pending", is_flag=True, help="Only proposals that can still execute.")
+@wide_option
 @json_option
 @click.pass_context
-def list_proposals(ctx: click.Context, pending: bool, as_json: bool) -> None:
+def list_proposals(ctx: click.Context, pending: bool, wide: bool, as_json: bool) -> None:
     """List proposals with their approvals and state."""
     client = _client(ctx, signing=False)
     proposals = [p for p in client.proposals() if not pending or (not p.executed and not p.stale)]
@@ -168,13 +169,14 @@ def list_proposals(ctx: click.Context, pending: bool, as_json: bool) -> None:
             p.proposal_id,
             p.action.label,
             p.target or p.quorum,
-            p.name,
+            p.name or "-",
             f"{p.approvals}/{quorum}",
             "executed" if p.executed else "stale" if p.stale else "pending",
+            iso_time(p.created_at),
         )
         for p in proposals
     ]
-    emit_table("proposals", ["id", "action", "target", "name", "approvals", "state"], rows)
+    emit_table("proposals", ["id", "action", "target", "name", "approvals", "state", "created"], rows, wide=wide)
 
 
 def _agent_json(a: AgentInfo) -> dict[str, Any]:
@@ -192,9 +194,10 @@ def _agent_json(a: AgentInfo) -> dict[str, Any]:
 
 
 @gov.command()
+@wide_option
 @json_option
 @click.pass_context
-def agents(ctx: click.Context, as_json: bool) -> None:
+def agents(ctx: click.Context, wide: bool, as_json: bool) -> None:
     """List approved agents (active and revoked) with their active windows."""
     client = _client(ctx, signing=False)
     found = client.agents()
@@ -206,13 +209,13 @@ def agents(ctx: click.Context, as_json: bool) -> None:
             a.address,
             a.name,
             "active" if a.active else "revoked",
-            a.approved_block,
-            a.revoked_block or "",
+            f"{iso_time(a.approved_at)} (block {a.approved_block})",
+            f"{iso_time(a.revoked_at)} (block {a.revoked_block})" if a.revoked_block else "-",
             a.checkpoint_count,
             a.latest_size,
         )
         for a in found
     ]
     emit_table(
-        "agents", ["address", "name", "state", "approved block", "revoked block", "checkpoints", "log size"], rows
+        "agents", ["address", "name", "state", "approved", "revoked", "checkpoints", "log size"], rows, wide=wide
     )

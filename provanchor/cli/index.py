@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_pairs, emit_table, json_option, progress_note
+from provanchor.cli.context import (
+    app,
+    emit_json,
+    emit_pairs,
+    emit_table,
+    iso_time,
+    json_option,
+    progress_note,
+    wide_option,
+)
+from provanchor.cli.progress import progress_bar
 from provanchor.errors import UsageError
 from provanchor.home import Home
 
 index_option = click.option("--index", "index_path", type=click.Path(dir_okay=False), default=None,
                             help="The index database (default: index.sqlite in the data directory).")
+no_sync_option = click.option("--no-sync", "no_sync", is_flag=True,
+                              help="Answer from the index as it is, without syncing it with the ledger first.")
 
 
 def _index_path(home: Home, explicit: str | None) -> Path:
@@ -40,17 +53,29 @@ def sync(ctx: click.Context, follow: bool, interval: float, index_path: str | No
     network = load_network(home)
     with IndexStore.open(_index_path(home, index_path), must_exist=False) as store:
         indexer = Indexer(store, network)
+        first = True
         while True:
-            report = indexer.sync()
+            with progress_bar() as progress:
+                report = indexer.sync(progress)
             data = {"checkpoints": report.checkpoints, "records": report.records, "problems": report.problems,
                     "block": report.last_block, "indexed": store.record_count()}
-            if as_json:
+            # Following, a poll that found nothing new prints nothing: only changes are news.
+            changed = bool(report.checkpoints or report.records or report.problems)
+            if not follow and as_json:
                 emit_json(data)
-            else:
+            elif not follow:
                 emit_pairs(list(data.items()))
+            elif first or changed:
+                click.echo(json.dumps(data, sort_keys=True) if as_json else _follow_line(data))
+            first = False
             if not follow:
                 return
             time.sleep(interval)
+
+
+def _follow_line(data: dict[str, int]) -> str:
+    return (f"block {data['block']}: +{data['checkpoints']} checkpoint(s), +{data['records']} record(s), "
+            f"+{data['problems']} problem(s); {data['indexed']} indexed")
 
 
 @index.command()
@@ -67,8 +92,8 @@ def rebuild(ctx: click.Context, index_path: str | None, as_json: bool) -> None:
     network = load_network(home)
     path = _index_path(home, index_path)
     IndexStore.destroy(path)
-    with IndexStore.open(path, must_exist=False) as store:
-        report = Indexer(store, network).sync()
+    with IndexStore.open(path, must_exist=False) as store, progress_bar() as progress:
+        report = Indexer(store, network).sync(progress)
         data = {"checkpoints": report.checkpoints, "records": report.records, "problems": report.problems,
                 "indexed": store.record_count()}
     if as_json:
@@ -79,9 +104,10 @@ def rebuild(ctx: click.Context, index_path: str | None, as_json: bool) -> None:
 
 @index.command()
 @index_option
+@wide_option
 @json_option
 @click.pass_context
-def problems(ctx: click.Context, index_path: str | None, as_json: bool) -> None:
+def problems(ctx: click.Context, index_path: str | None, wide: bool, as_json: bool) -> None:
     """Records and checkpoints that failed verification, with the reason."""
     from provanchor.index.store import IndexStore
 
@@ -93,7 +119,7 @@ def problems(ctx: click.Context, index_path: str | None, as_json: bool) -> None:
         emit_json(rows)
         return
     emit_table("index problems", ["agent", "seq", "checkpoint", "record", "reason"],
-               [(r["agent"], r["seq"], r["checkpoint"], r["record_id"], r["reason"]) for r in rows])
+               [(r["agent"], r["seq"], r["checkpoint"], r["record_id"], r["reason"]) for r in rows], wide=wide)
 
 
 @click.command()
@@ -108,14 +134,16 @@ def problems(ctx: click.Context, index_path: str | None, as_json: bool) -> None:
 @click.option("--run", "run_id", default=None, help="Records of this run.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @index_option
+@no_sync_option
+@wide_option
 @json_option
 @click.pass_context
 def query(ctx: click.Context, user: str | None, location: str | None, under: str | None, since: str | None,
           until: str | None, code_hash: str | None, agent: str | None, op: str | None, run_id: str | None,
-          limit: int | None, index_path: str | None, as_json: bool) -> None:
-    """Records matching every given filter, ordered by time, agent and seq."""
+          limit: int | None, index_path: str | None, no_sync: bool, wide: bool, as_json: bool) -> None:
+    """Records matching every given filter, ordered by time, agent and seq (the index is synced first)."""
+    from provanchor.index.fresh import open_index
     from provanchor.index.query import QueryFilter, location_arg, parse_code_hash, run_query
-    from provanchor.index.store import IndexStore
     from provanchor.index.timeparse import parse_time
 
     if location and under:
@@ -132,16 +160,20 @@ def query(ctx: click.Context, user: str | None, location: str | None, under: str
         run_id=run_id,
         limit=limit,
     )
-    with IndexStore.open(_index_path(app(ctx).home, index_path)) as store:
+    with progress_bar() as progress:
+        store, _ = open_index(app(ctx).home, Path(index_path) if index_path else None, sync=not no_sync,
+                              progress=progress)
+    with store:
         if filters.agent is not None and not store.checkpoints(filters.agent):
-            raise UsageError(f"unknown agent {agent}: it has no checkpoint in the index (run `provanchor index sync`)")
+            hint = " (it was not synced: drop --no-sync)" if no_sync else ""
+            raise UsageError(f"unknown agent {agent}: it has no anchored checkpoint on this ledger{hint}")
         rows = [row.to_json() for row in run_query(store, filters)]
     if as_json:
         emit_json(rows)
         return
-    emit_table(f"{len(rows)} record(s)", ["time", "agent", "seq", "op", "location", "user", "after sha256"],
-               [(r["time"], str(r["agent"])[:10], r["seq"], r["op"], r["location"], r["user"],
-                 str(r["after_sha256"] or "")[:16]) for r in rows])
+    emit_table(f"{len(rows)} record(s)", ["time", "record", "agent", "seq", "op", "location", "user", "after sha256"],
+               [(iso_time(r["time"]), r["record_id"], r["agent"], r["seq"], r["op"], r["location"], r["user"],
+                 r["after_sha256"]) for r in rows], wide=wide)
 
 
 @click.command()
@@ -151,20 +183,25 @@ def query(ctx: click.Context, user: str | None, location: str | None, under: str
 @click.option("--depth", type=click.IntRange(min=0), default=5, show_default=True, help="Runs to walk at most.")
 @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz.")
 @index_option
+@no_sync_option
+@wide_option
 @json_option
 @click.pass_context
 def lineage(ctx: click.Context, location: str, direction: str | None, depth: int, as_dot: bool,
-            index_path: str | None, as_json: bool) -> None:
-    """The lineage graph of LOCATION (a path on any host, or a location URI)."""
+            index_path: str | None, no_sync: bool, wide: bool, as_json: bool) -> None:
+    """The lineage graph of LOCATION (a path on any host, or a location URI; the index is synced first)."""
+    from provanchor.index.fresh import open_index
     from provanchor.index.lineage import lineage as walk
     from provanchor.index.query import location_arg
-    from provanchor.index.store import IndexStore
 
     if direction is None:
         raise UsageError("give --upstream or --downstream")
     if as_dot and as_json:
         raise UsageError("give --json or --dot, not both")
-    with IndexStore.open(_index_path(app(ctx).home, index_path)) as store:
+    with progress_bar() as progress:
+        store, _ = open_index(app(ctx).home, Path(index_path) if index_path else None, sync=not no_sync,
+                              progress=progress)
+    with store:
         graph = walk(store, location_arg(location, None), direction, depth)
     if as_dot:
         click.echo(graph.to_dot())
@@ -172,4 +209,4 @@ def lineage(ctx: click.Context, location: str, direction: str | None, depth: int
         emit_json(graph.to_json())
     else:
         progress_note(f"{len(graph.nodes)} node(s), {len(graph.edges)} edge(s)")
-        emit_table("edges", ["from", "to", "kind"], [(e["from"], e["to"], e["kind"]) for e in graph.edges])
+        emit_table("edges", ["from", "to", "kind"], [(e["from"], e["to"], e["kind"]) for e in graph.edges], wide=wide)

@@ -7,6 +7,7 @@ one line too, with the traceback only when PROVANCHOR_DEBUG is set.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -14,22 +15,54 @@ import traceback
 import click
 
 from provanchor import __version__
-from provanchor.cli.agent import agent, run
-from provanchor.cli.audit import audit
-from provanchor.cli.context import AppContext
-from provanchor.cli.gov import gov
-from provanchor.cli.index import index, lineage, query
-from provanchor.cli.ml import ml
-from provanchor.cli.node import node
-from provanchor.cli.records import anchor, log, record
-from provanchor.cli.replay import replay
-from provanchor.cli.snapshot import snapshot
-from provanchor.cli.verify import verify
 from provanchor.errors import ProvanchorError
-from provanchor.home import Home
+
+# Every subcommand, by name: (module, attribute, short help). Modules are imported only when their
+# command runs (its --help included), so `provanchor --help` and `provanchor query --help` never load
+# web3, eth-account or the IPFS client, and start in well under a second. The short help is repeated
+# here so that the top-level help needs no import at all; a test keeps it equal to each command's own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "node": ("provanchor.cli.node", "node", "The local network: anvil, the IPFS daemon and the ledger contract."),
+    "gov": ("provanchor.cli.gov", "gov", "Governance: approve agents and governors (m-of-n)."),
+    "agent": ("provanchor.cli.agent", "agent", "Agent identity and the capture service."),
+    "record": ("provanchor.cli.records", "record", "Record one change as the configured agent."),
+    "anchor": ("provanchor.cli.records", "anchor", "Anchor spooled records (with --flush), or show what waits."),
+    "log": ("provanchor.cli.records", "log", "List an agent's checkpoints as the chain records them."),
+    "run": ("provanchor.cli.agent", "run", "Run COMMAND and record its code, inputs and outputs."),
+    "index": ("provanchor.cli.index", "index", "The local index of every anchored record."),
+    "query": ("provanchor.cli.index", "query", "Records matching every given filter."),
+    "lineage": ("provanchor.cli.index", "lineage", "The lineage graph of a location."),
+    "snapshot": ("provanchor.cli.snapshot", "snapshot", "Snapshots of directories, stored on IPFS and anchored."),
+    "replay": ("provanchor.cli.replay", "replay", "Rebuild a location at a time, or re-execute a run."),
+    "verify": ("provanchor.cli.verify", "verify", "Verify records, files, agents, locations and runs."),
+    "audit": ("provanchor.cli.audit", "audit", "Audit bundles an auditor verifies against the chain alone."),
+    "ml": ("provanchor.cli.ml", "ml", "ML lifecycle provenance: datasets, training, models, receipts."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        command = getattr(module, entry[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the table: listing commands must not import them."""
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=str),
@@ -41,24 +74,10 @@ from provanchor.home import Home
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
     """provanchor: signed, anchored provenance for every data change."""
+    from provanchor.cli.context import AppContext
+    from provanchor.home import Home
+
     ctx.obj = AppContext(Home.resolve(home))
-
-
-cli.add_command(node)
-cli.add_command(gov)
-cli.add_command(agent)
-cli.add_command(record)
-cli.add_command(anchor)
-cli.add_command(log)
-cli.add_command(run)
-cli.add_command(index)
-cli.add_command(query)
-cli.add_command(lineage)
-cli.add_command(snapshot)
-cli.add_command(replay)
-cli.add_command(verify)
-cli.add_command(audit)
-cli.add_command(ml)
 
 
 def main(argv: list[str] | None = None) -> None:

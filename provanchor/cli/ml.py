@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_table, json_option
+from provanchor.cli.context import app, emit_json, emit_table, iso_time, json_option
 from provanchor.cli.verify import finish
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -37,20 +37,16 @@ def _index_options(function: _F) -> _F:
 
 
 def _open_index(ctx: click.Context, index_path: str | None, no_sync: bool) -> Any:
-    from provanchor.index.store import IndexStore
-    from provanchor.index.sync import Indexer
+    from provanchor.index.fresh import open_index
     from provanchor.network import load_network
 
     home = app(ctx).home
-    path = Path(index_path) if index_path else home.root / "index.sqlite"
-    network = load_network(home)
-    store = IndexStore.open(path, must_exist=no_sync)
-    if not no_sync:
-        try:
-            Indexer(store, network).sync()
-        except BaseException:
-            store.close()
-            raise
+    store, _ = open_index(home, Path(index_path) if index_path else None, sync=not no_sync)
+    try:
+        network = load_network(home)
+    except BaseException:
+        store.close()
+        raise
     return store, network
 
 
@@ -89,7 +85,7 @@ def trace(ctx: click.Context, event_id: str, index_path: str | None, no_sync: bo
                     "  " * node.depth + node.kind.value,
                     node.record_id,
                     label,
-                    data.get("time"),
+                    iso_time(data.get("time")),
                     "; ".join(node.problems) or "ok",
                 ]
             )
@@ -181,7 +177,7 @@ def models(ctx: click.Context, index_path: str | None, no_sync: bool, as_json: b
                 model.get("name"),
                 model.get("version"),
                 model["record_id"],
-                model.get("time"),
+                iso_time(model.get("time")),
                 model.get("problem")
                 or (", ".join(f"{k}={v}" for k, v in metrics.items()) if isinstance(metrics, dict) else ""),
             ]

@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import os
-import time
-from pathlib import Path
 from typing import Any
 
 import click
 
 from provanchor.chain.client import LedgerClient, checksum
 from provanchor.cli.agent import password_file_option
-from provanchor.cli.context import app, emit_json, emit_pairs, emit_table, json_option
-from provanchor.errors import UsageError
+from provanchor.cli.context import (
+    app,
+    emit_json,
+    emit_pairs,
+    emit_table,
+    iso_time,
+    json_option,
+    progress_note,
+    wide_option,
+)
 from provanchor.identity import load_identity
 from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.network import load_network
-from provanchor.pipeline.recorder import default_host_id
 from provanchor.pipeline.session import AgentSession
-from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
+from provanchor.records import Op
 
 _OPS = [op.value for op in Op]
-
-
-def _location(value: str, host: str) -> str:
-    if "://" in value:
-        return value
-    return file_location(host, os.path.realpath(os.path.abspath(value)))
-
-
-def _code_hash(value: str | None) -> bytes | None:
-    if value is None:
-        return None
-    text = value.removeprefix("0x")
-    if len(text) != 64:
-        raise UsageError(f"--code-hash must be 64 hex digits (a sha256), got {len(text)} characters")
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise UsageError(f"--code-hash is not hexadecimal: {value!r}") from exc
 
 
 @click.command()
@@ -72,48 +55,23 @@ def record(
     as_json: bool,
 ) -> None:
     """Record one change as the configured agent (durable when this returns)."""
-    home = app(ctx).home
-    host = default_host_id()
-    where = _location(location, host)
-    content: bytes | None = None
-    source = file_path or (None if "://" in location else location)
-    if op != Op.DELETE.value and source is not None and Path(source).is_file():
-        try:
-            content = Path(source).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
-    after = None
-    if content is not None:
-        after = ContentRef(
-            sha256=hashlib.sha256(content).digest(), size=len(content), cid=CID.parse(cid_for_bytes(content))
-        )
-    digest = _code_hash(code_hash)
-    change = Change(
-        time=time.time_ns(),
-        host=host,
-        location=where,
-        op=Op(op),
-        capture=Capture(
-            backend=CaptureBackend.MANUAL,
-            attributed=digest is not None,
-            reason=None if digest is not None else "recorded by hand; the writing program is unknown",
-        ),
-        user=user if user is not None else getpass.getuser(),
-        uid=None if user is not None else os.getuid(),
-        after=after,
-        code_hash=digest,
-        mode=os.stat(source).st_mode if op == Op.CREATE.value and source and Path(source).exists() else None,
-    )
-    with AgentSession.open(home, password_file=password_file) as session:
-        ref = session.record(change, content)
+    from provanchor.pipeline.manual import manual_change
+
+    built = manual_change(location, op, file_path, user, code_hash)
+    with AgentSession.open(app(ctx).home, password_file=password_file) as session:
+        ref = session.record(built.change, built.content)
+        warning = session.approval_warning()
+        if warning:
+            progress_note(f"warning: {warning}")
         status = session.flush() if flush_now else None
     data: dict[str, Any] = {
         "record_id": ref.record_id,
         "cid": ref.record_id,
         "seq": ref.seq,
         "hash": "0x" + ref.hash.hex(),
-        "location": where,
+        "location": built.location,
         "agent": session.address,
+        "warning": warning,
     }
     if status is not None:
         data.update({"anchored_size": status.size, "root": "0x" + status.root.hex(), "tx": status.tx})
@@ -154,9 +112,10 @@ def anchor(ctx: click.Context, flush_now: bool, timeout: float, password_file: s
 
 @click.command()
 @click.option("--agent", "agent_address", default=None, help="Agent address (default: the configured agent).")
+@wide_option
 @json_option
 @click.pass_context
-def log(ctx: click.Context, agent_address: str | None, as_json: bool) -> None:
+def log(ctx: click.Context, agent_address: str | None, wide: bool, as_json: bool) -> None:
     """List an agent's checkpoints as the chain records them."""
     home = app(ctx).home
     network = load_network(home)
@@ -185,5 +144,6 @@ def log(ctx: click.Context, agent_address: str | None, as_json: bool) -> None:
     emit_table(
         f"checkpoints of {address}",
         ["index", "size", "root", "manifest", "time", "block", "tx"],
-        [(r["index"], r["size"], r["root"], r["manifest_cid"], r["time"], r["block"], r["tx"]) for r in rows],
+        [(r["index"], r["size"], r["root"], r["manifest_cid"], iso_time(r["time"]), r["block"], r["tx"]) for r in rows],
+        wide=wide,
     )

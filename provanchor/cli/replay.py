@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
+from provanchor.cli.context import app, emit_json, emit_pairs, json_option
 from provanchor.cli.index import index_option
+from provanchor.cli.progress import progress_bar
 
 _out_option = click.option(
     "--out", "out", required=True, type=click.Path(path_type=str),
@@ -42,12 +42,9 @@ def replay() -> None:
 
 
 def _location(text: str, host: str | None) -> str:
-    from provanchor.index.query import location_arg
-    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.hostid import local_location
 
-    if "://" not in text and os.path.exists(text):
-        text = os.path.realpath(text)  # agents record real paths
-    return location_arg(text, host or default_host_id())
+    return local_location(text, host)
 
 
 @replay.command()
@@ -84,11 +81,14 @@ def state(
     at_ns = parse_time(at)
     uri = _location(location, host)
     home = app(ctx).home
-    with open_sources(home, Path(index_path) if index_path else None, sync=not no_sync, cache=not no_cache) as src:
+    with (
+        progress_bar() as progress,
+        open_sources(home, Path(index_path) if index_path else None, sync=not no_sync, cache=not no_cache,
+                     progress=progress) as src,
+    ):
         result = replay_state(
             src.records, src.ipfs, src.ledger, uri, at_ns, out,
-            user=user, force=force, cache_dir=src.cache_dir, verify_cache=verify_cache,
-            progress=None if as_json else progress_note,
+            user=user, force=force, cache_dir=src.cache_dir, verify_cache=verify_cache, progress=progress,
         )  # fmt: skip
     if as_json:
         emit_json(result.to_json())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from provanchor.cli.agent import password_file_option
-from provanchor.cli.context import app, emit_json, emit_pairs, emit_table, json_option
+from provanchor.cli.context import app, emit_json, emit_pairs, emit_table, iso_time, json_option, wide_option
 
 
 @click.group()
@@ -20,12 +20,13 @@ def snapshot() -> None:
 @click.pass_context
 def take(ctx: click.Context, path: str, password_file: str | None, as_json: bool) -> None:
     """Store PATH's tree on IPFS (only what changed), record and anchor it."""
+    from provanchor.cli.progress import progress_bar
     from provanchor.pipeline.recorder import default_host_id
     from provanchor.pipeline.session import AgentSession
     from provanchor.snapshot.service import take_snapshot
 
-    with AgentSession.open(app(ctx).home, password_file=password_file) as session:
-        taken = take_snapshot(session, path, default_host_id())
+    with AgentSession.open(app(ctx).home, password_file=password_file) as session, progress_bar() as progress:
+        taken = take_snapshot(session, path, default_host_id(), progress)
     data = {
         "snapshot_id": taken.snapshot_id,
         "cid": taken.root.encode(),
@@ -46,9 +47,10 @@ def take(ctx: click.Context, path: str, password_file: str | None, as_json: bool
 @snapshot.command("list")
 @click.argument("path", type=click.Path(exists=True), required=False)
 @password_file_option
+@wide_option
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, path: str | None, password_file: str | None, as_json: bool) -> None:
+def list_(ctx: click.Context, path: str | None, password_file: str | None, wide: bool, as_json: bool) -> None:
     """Snapshots of PATH anchored on the ledger; without PATH, every snapshot this agent anchored."""
     from provanchor.pipeline.recorder import default_host_id
     from provanchor.pipeline.session import AgentSession
@@ -62,5 +64,7 @@ def list_(ctx: click.Context, path: str | None, password_file: str | None, as_js
     emit_table(
         "snapshots",
         ["location", "index", "snapshot", "checkpoint", "time", "agent"],
-        [(r["location"], r["index"], r["snapshot_id"], r["checkpoint"], r["time"], r["agent"]) for r in rows],
+        [(r["location"], r["index"], r["snapshot_id"], r["checkpoint"], iso_time(r["time"]), r["agent"])
+         for r in rows],
+        wide=wide,
     )

@@ -1,10 +1,12 @@
 """`provanchor verify ...`: third-party verification from chain + IPFS (issue 7).
 
-Every subcommand takes its whole trust base on the command line (`--rpc`,
+Every subcommand takes its trust base on the command line (`--rpc`,
 `--contract`, and `--ipfs` or `--gateway` for blocks, which are never
-trusted); no data directory, spool or network.json is read. `--index` names
-an index used only as a hint. The exit code is 0 exactly when every check
-passed; a verification that could not complete is reported as failed.
+trusted). On a machine whose data directory holds a network.json, whatever is
+not given is taken from it, and the report says which parts came from where
+(`trust_base`). No spool is ever read. `--index` names an index used only as
+a hint. The exit code is 0 exactly when every check passed; a verification
+that could not complete is reported as failed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from provanchor.cli.context import emit_json, json_option
-from provanchor.errors import UsageError
+from provanchor.cli.context import app, emit_json, json_option
+from provanchor.cli.progress import progress_bar
 from provanchor.verify.report import Report
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -24,9 +26,12 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def trust_options(function: _F) -> _F:
     """--rpc, --contract, --ipfs | --gateway, --index: the same trust base for every verify command."""
     options = [
-        click.option("--rpc", "rpc_url", required=True, metavar="URL", help="Chain JSON-RPC URL (trusted)."),
-        click.option("--contract", required=True, metavar="ADDRESS", help="Ledger contract address (trusted)."),
-        click.option("--ipfs", "ipfs_api", metavar="API", default=None, help="IPFS RPC API for blocks (untrusted)."),
+        click.option("--rpc", "rpc_url", metavar="URL", default=None,
+                     help="Chain JSON-RPC URL (trusted; default: network.json's, said so in the report)."),
+        click.option("--contract", metavar="ADDRESS", default=None,
+                     help="Ledger contract address (trusted; default: network.json's)."),
+        click.option("--ipfs", "ipfs_api", metavar="API", default=None,
+                     help="IPFS RPC API for blocks (untrusted; default: network.json's unless --gateway)."),
         click.option("--gateway", metavar="URL", default=None, help="Trustless IPFS gateway instead of --ipfs."),
         click.option(
             "--index",
@@ -36,6 +41,8 @@ def trust_options(function: _F) -> _F:
             default=None,
             help="A provanchor index used as a hint only (everything it says is verified).",
         ),
+        click.option("--fetch-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                     help="Seconds to wait for one block before reporting it not found."),
         json_option,
     ]
     for option in reversed(options):
@@ -43,14 +50,33 @@ def trust_options(function: _F) -> _F:
     return function
 
 
-def open_context(rpc_url: str, contract: str, ipfs_api: str | None, gateway: str | None, index_path: str | None) -> Any:
-    from provanchor.verify.api import VerifyContext
+class _Opened:
+    """A verify context with the trust base it was opened from, for the report."""
 
-    return VerifyContext(rpc_url, contract, ipfs_api=ipfs_api, gateway=gateway, index_path=index_path)
+    def __init__(self, ctx: click.Context, rpc_url: str | None, contract: str | None, ipfs_api: str | None,
+                 gateway: str | None, index_path: str | None, fetch_timeout: float) -> None:
+        from provanchor.verify.api import VerifyContext
+        from provanchor.verify.trust import TrustBase
+
+        self.trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, ipfs_api, gateway)
+        self.context = VerifyContext(self.trust.rpc_url, self.trust.contract, ipfs_api=self.trust.ipfs_api,
+                                     gateway=self.trust.gateway, index_path=index_path, fetch_timeout=fetch_timeout)
+
+    def __enter__(self) -> Any:
+        return self.context
+
+    def __exit__(self, *exc: object) -> None:
+        self.context.close()
 
 
-def finish(ctx: click.Context, report: Report, as_json: bool) -> None:
-    """Print the report and exit 0 exactly when every check passed."""
+def open_context(ctx: click.Context, **trust: Any) -> _Opened:
+    return _Opened(ctx, **trust)
+
+
+def finish(ctx: click.Context, report: Report, as_json: bool, opened: _Opened | None = None) -> None:
+    """Print the report (with its trust base) and exit 0 exactly when every check passed."""
+    if opened is not None:
+        opened.trust.annotate(report)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -72,9 +98,10 @@ def record_cmd(ctx: click.Context, /, record_id: str, as_json: bool, **trust: An
     from provanchor.verify.api import parse_record_id, verify_record
 
     parse_record_id(record_id)  # bad input fails before any connection
-    with open_context(**trust) as vctx:
+    opened = open_context(ctx, **trust)
+    with opened as vctx:
         report = verify_record(vctx, record_id)
-    finish(ctx, report, as_json)
+    finish(ctx, report, as_json, opened)
 
 
 @verify.command("file")
@@ -86,9 +113,10 @@ def file_cmd(ctx: click.Context, /, path: str, location: str | None, as_json: bo
     """PATH's current content is what the ledger last recorded (if not: when it last matched)."""
     from provanchor.verify.claims import verify_file
 
-    with open_context(**trust) as vctx:
+    opened = open_context(ctx, **trust)
+    with opened as vctx:
         report = verify_file(vctx, path, location)
-    finish(ctx, report, as_json)
+    finish(ctx, report, as_json, opened)
 
 
 @verify.command("agent")
@@ -100,30 +128,31 @@ def agent_cmd(ctx: click.Context, /, address: str, with_content: bool, as_json: 
     """ADDRESS's whole history is intact: every checkpoint and record, signed and in order."""
     from provanchor.verify.api import verify_agent
 
-    with open_context(**trust) as vctx:
-        report = verify_agent(vctx, address, with_content=with_content)
-    finish(ctx, report, as_json)
+    opened = open_context(ctx, **trust)
+    with opened as vctx, progress_bar() as progress:
+        report = verify_agent(vctx, address, with_content=with_content, progress=progress)
+    finish(ctx, report, as_json, opened)
 
 
 @verify.command("location")
 @click.argument("location")
 @click.option("--at", "at", required=True, help="The time: ISO 8601 or Unix seconds (inclusive).")
-@click.option("--host", default=None, help="Host id, when LOCATION is a plain path rather than file://HOST/PATH.")
+@click.option("--host", default=None,
+              help="Host id, when LOCATION is a plain path (default: this machine's, as `replay state`).")
 @trust_options
 @click.pass_context
 def location_cmd(ctx: click.Context, /, location: str, at: str, host: str | None, as_json: bool, **trust: Any) -> None:
     """LOCATION's state at --at, replayed from records verified here, matches the records' hashes."""
-    from provanchor.index.query import location_arg
+    from provanchor.hostid import local_location
     from provanchor.index.timeparse import parse_time
     from provanchor.verify.location import verify_location
 
     at_ns = parse_time(at)
-    if "://" not in location and host is None:
-        raise UsageError("give LOCATION as file://HOST/PATH, or a path with --host HOST")
-    uri = location_arg(location, host)
-    with open_context(**trust) as vctx:
+    uri = local_location(location, host)  # a plain path: --host's, else this machine's (as `replay state`)
+    opened = open_context(ctx, **trust)
+    with opened as vctx:
         report = verify_location(vctx, uri, at_ns)
-    finish(ctx, report, as_json)
+    finish(ctx, report, as_json, opened)
 
 
 @verify.command("run")
@@ -134,9 +163,10 @@ def run_cmd(ctx: click.Context, /, run_id: str, as_json: bool, **trust: Any) -> 
     """RUN_ID's run record is authentic, its code hash recomputes, every output hash matches."""
     from provanchor.verify.claims import verify_run
 
-    with open_context(**trust) as vctx:
+    opened = open_context(ctx, **trust)
+    with opened as vctx:
         report = verify_run(vctx, run_id)
-    finish(ctx, report, as_json)
+    finish(ctx, report, as_json, opened)
 
 
 @verify.command("all")
@@ -147,6 +177,7 @@ def all_cmd(ctx: click.Context, /, with_content: bool, as_json: bool, **trust: A
     """Every registered agent's whole log."""
     from provanchor.verify.claims import verify_all
 
-    with open_context(**trust) as vctx:
-        report = verify_all(vctx, with_content=with_content)
-    finish(ctx, report, as_json)
+    opened = open_context(ctx, **trust)
+    with opened as vctx, progress_bar() as progress:
+        report = verify_all(vctx, with_content=with_content, progress=progress)
+    finish(ctx, report, as_json, opened)

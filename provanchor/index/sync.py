@@ -22,7 +22,6 @@ the chain and IPFS alone, giving the same answers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from provanchor import merkle
@@ -33,6 +32,7 @@ from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import NetworkDescriptor
 from provanchor.pipeline.manifest import decode_manifest
+from provanchor.progress import ProgressFn
 from provanchor.records import Eip712Domain, Record, decode_record
 from provanchor.verify.checks import manifest_mismatch, record_problem
 from provanchor.verify.sources import IpfsSource
@@ -95,7 +95,7 @@ class Indexer:
         self._blocks = IpfsSource(self.ipfs.addr, block_timeout=self.ipfs.block_timeout)
         store.bind(network.chain_id, network.contract)
 
-    def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncReport:
+    def sync(self, progress: ProgressFn | None = None) -> SyncReport:
         """Index every checkpoint anchored since the last sync; resumable after any failure."""
         report = SyncReport()
         self.ledger.ensure_deployed()
@@ -116,7 +116,7 @@ class Indexer:
                 self.store.set_state(f"log:{agent}", state.to_json())
             report.agents.add(agent)
             if progress is not None:
-                progress(done + 1, len(events))
+                progress("indexing checkpoints", done + 1, len(events))
         # Only now: a failure above leaves the scan to be repeated, skipping what was indexed.
         self.store.set_state("scanned_block", str(max(start, head - 64)))
         report.last_block = head

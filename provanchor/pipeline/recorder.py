@@ -9,7 +9,6 @@ fsync is paid once per group rather than once per record.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -18,10 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 from provanchor.errors import ProvanchorError
+from provanchor.hostid import default_host_id
 from provanchor.ipfs.cid import CID
 from provanchor.pipeline import faults
 from provanchor.pipeline.spool import KnownContent, Spool
 from provanchor.records import Change, ContentRef, Op, Record, RecordSigner, record_cid
+
+__all__ = ["RecordRef", "Recorder", "default_host_id"]  # default_host_id: kept importable from here
 
 _MAX_GROUP = 4096
 
@@ -182,19 +184,6 @@ class Recorder:
             after = record.after
             known = KnownContent(after.sha256, after.size, after.cid.encode() if after.cid else None)
             self.spool.set_known_content(connection, record.location, known)  # type: ignore[arg-type]
-
-
-def default_host_id() -> str:
-    """The machine's stable identity: /etc/machine-id where present, else the host name."""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            with open(path, encoding="ascii") as handle:
-                value = handle.read().strip()
-            if value:
-                return value
-        except OSError:
-            continue
-    return os.uname().nodename
 
 
 def _remember(known: dict[str, KnownContent | None], record: Record) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from provanchor.chain.client import LedgerClient
-from provanchor.errors import LockBusy
+from provanchor.errors import ChainUnavailable, ConfigError, ContractError, LockBusy
 from provanchor.home import Home
 from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
 from provanchor.ipfs.client import IpfsClient
@@ -159,6 +159,25 @@ class AgentSession:
 
     def record(self, change: Change, content: bytes | None = None) -> RecordRef:
         return self.recorder.record(change, content)
+
+    def approval_warning(self) -> str | None:
+        """One line when the ledger would refuse this agent's anchors (never approved, or revoked).
+
+        Recording never depends on the chain: if it does not answer, there is
+        nothing to say (None), and the records wait in the spool as always.
+        """
+        try:
+            info = self.anchorer.ledger.agent_info(self.address)
+        except (ChainUnavailable, ContractError, ConfigError):
+            return None
+        if info.registered and info.active:
+            return None
+        if not info.registered:
+            return (
+                f"agent {self.address} is not approved on this ledger: its records stay in the spool until a "
+                f"governor runs `provanchor gov propose add-agent {self.address} --name {self.identity.name}`"
+            )
+        return f"agent {self.address} was revoked: its records stay in the spool and can never be anchored"
 
     # ------------------------------------------------------------ anchoring
 

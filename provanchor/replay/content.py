@@ -16,6 +16,7 @@ and IPFS answers concurrent block requests.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 from provanchor.errors import BlockMismatch, BlockNotFound, IpfsUnavailable, ReplayError
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
+from provanchor.progress import ProgressFn
 from provanchor.replay.cache import ContentCache
 
 __all__ = ["EMPTY_SHA256", "Blob", "ContentWriter"]
@@ -56,6 +58,7 @@ class ContentWriter:
         self.from_cache = 0  # counters: `+=` on ints is atomic enough under the GIL for reporting
         self.from_ipfs = 0
         self.bytes_written = 0
+        self.progress: ProgressFn | None = None  # told ("restoring files", done, total) as files land
 
     def write_all(self, items: Sequence[tuple[Blob, Path, str]]) -> None:
         """Write each (blob, destination, name for messages); the first failure is raised after all stop.
@@ -69,6 +72,8 @@ class ContentWriter:
         ordered = sorted(items, key=lambda item: item[0].size, reverse=True)
         shares = [ordered[worker :: self.workers] for worker in range(min(self.workers, len(ordered)))]
         failed = threading.Event()
+        done = itertools.count(1)
+        progress = self.progress
 
         def write_share(share: list[tuple[Blob, Path, str]]) -> None:
             for blob, dest, name in share:
@@ -79,6 +84,8 @@ class ContentWriter:
                 except BaseException:
                     failed.set()
                     raise
+                if progress is not None:
+                    progress("restoring files", next(done), len(items))
 
         self._cache = ContentCache(self.cache_dir, verify_every_byte=self.verify_every_byte) if self.cache_dir else None
         try:

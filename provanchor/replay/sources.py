@@ -9,10 +9,10 @@ from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
 from provanchor.home import Home
-from provanchor.index.store import IndexStore
-from provanchor.index.sync import Indexer
+from provanchor.index.fresh import open_index
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import load_network
+from provanchor.progress import ProgressFn
 from provanchor.replay.source import LedgerRecords
 
 __all__ = ["ReplaySources", "open_sources"]
@@ -28,15 +28,19 @@ class ReplaySources:
 
 @contextmanager
 def open_sources(
-    home: Home, index_path: Path | None = None, *, sync: bool = True, cache: bool = True
+    home: Home,
+    index_path: Path | None = None,
+    *,
+    sync: bool = True,
+    cache: bool = True,
+    progress: ProgressFn | None = None,
 ) -> Iterator[ReplaySources]:
     """The network's index, IPFS and ledger; the index first catches up with every anchored checkpoint."""
     network = load_network(home)
     ledger = LedgerClient(network.rpc_url, network.contract)
     ipfs = IpfsClient(network.ipfs_api)
-    with IndexStore.open(index_path or home.root / "index.sqlite", must_exist=False) as store:
-        if sync:
-            Indexer(store, network, ledger=ledger, ipfs=ipfs).sync()
+    store, _ = open_index(home, index_path, sync=sync, network=network, ledger=ledger, ipfs=ipfs, progress=progress)
+    with store:
         cache_dir = home.root / "cache" / "content" if cache else None
         try:
             yield ReplaySources(LedgerRecords(store), ipfs, ledger, cache_dir)

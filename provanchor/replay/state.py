@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +34,7 @@ from provanchor.errors import NothingRecorded, ReplayError, UsageError
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
+from provanchor.progress import ProgressFn
 from provanchor.records import file_location, parse_file_location
 from provanchor.replay.content import Blob, ContentWriter
 from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap, symlink_escapes
@@ -201,7 +201,7 @@ def replay_state(
     force: bool = False,
     cache_dir: Path | None = None,
     verify_cache: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> StateReplay:
     """Rebuild ``location`` (a ``file://`` URI) as of ``at_ns`` into ``out``; see the module docstring."""
     if not location.startswith("file://"):
@@ -236,7 +236,7 @@ def _replay(
     output: OutputTree,
     user: str | None,
     writer: ContentWriter,
-    progress: Callable[[str], None] | None,
+    progress: ProgressFn | None,
 ) -> StateReplay:
     tree = ReplayTree()
     used: SnapshotUsed | None = None
@@ -258,8 +258,8 @@ def _replay(
     if not root_is_file:
         root_is_file = path != "/" and any(c.location == location for c in affecting)
     if progress is not None:
-        after = f" after snapshot {used.snapshot_id}" if used else " (no snapshot before them)"
-        progress(f"applying {len(affecting)} record(s){after}")
+        progress("applying records", 0, len(affecting))
+        writer.progress = progress
     steps: list[Step] = []
     for change in affecting:
         relative = _relative_of(change.location, host, path, root_is_file)

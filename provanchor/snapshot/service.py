@@ -21,6 +21,7 @@ from provanchor.errors import ProvanchorError, UsageError
 from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.session import AgentSession
+from provanchor.progress import ProgressFn
 from provanchor.records import Capture, CaptureBackend, Change, Op, file_location
 from provanchor.snapshot.cache import FileCache
 from provanchor.snapshot.manifest import SnapshotManifest
@@ -53,7 +54,9 @@ def cache_path(agent_dir: Path, location: str) -> Path:
     return agent_dir / f"snapshot-cache-{resource_id(location).hex()[:16]}.sqlite"
 
 
-def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTaken:
+def take_snapshot(
+    session: AgentSession, path: str, host_id: str, progress: ProgressFn | None = None
+) -> SnapshotTaken:
     directory = Path(os.path.realpath(path))
     if not directory.is_dir():
         raise UsageError(f"cannot snapshot {path}: not a directory")
@@ -62,7 +65,7 @@ def take_snapshot(session: AgentSession, path: str, host_id: str) -> SnapshotTak
     cache = FileCache(cache_path(session.spool.path.parent, location), store=ipfs.peer_id())
     started = time.time_ns()  # changes recorded after this may or may not be in the snapshot
     try:
-        tree = build_tree(directory, cache)
+        tree = build_tree(directory, cache, progress=progress)
         _upload(ipfs, tree)
         latest = session.anchorer.status()
         manifest = SnapshotManifest.from_tree(

@@ -40,6 +40,7 @@ from typing import BinaryIO, Literal, cast
 from provanchor.errors import ProvanchorError
 from provanchor.ipfs.cid import CID, DAG_PB, encode_varint
 from provanchor.ipfs.unixfs import UNIXFS_DIRECTORY, UNIXFS_SYMLINK, iter_file_blocks
+from provanchor.progress import ProgressFn
 from provanchor.snapshot.cache import CachedFile, CacheStats, FileCache, StatKey
 
 __all__ = [
@@ -205,6 +206,8 @@ class _Builder:
     entries: list[FileEntry] = field(default_factory=list)
     blocks: list[tuple[CID, bytes]] = field(default_factory=list)
     seen: set[CID] = field(default_factory=set)
+    progress: ProgressFn | None = None
+    files_seen: int = 0
 
     def emit(self, cid: CID, block: bytes) -> None:
         if self.on_block is not None:
@@ -280,6 +283,9 @@ class _Builder:
         return cid, len(block)
 
     def file(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> tuple[CID, int]:
+        self.files_seen += 1
+        if self.progress is not None and self.files_seen % 64 == 0:
+            self.progress("reading files", self.files_seen, None)
         mode = stat.S_IMODE(st.st_mode)
         key = StatKey(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         if self.cache is not None and (hit := self.cache.lookup(key)) is not None:
@@ -336,7 +342,13 @@ def _name_bytes(name: str, parent: str) -> bytes:
         raise UnsafeEntry(f"refusing to snapshot {shown!r}: its name is not UTF-8", shown) from exc
 
 
-def build_tree(root: Path, cache: FileCache | None = None, *, on_block: BlockSink | None = None) -> TreeResult:
+def build_tree(
+    root: Path,
+    cache: FileCache | None = None,
+    *,
+    on_block: BlockSink | None = None,
+    progress: ProgressFn | None = None,
+) -> TreeResult:
     """Walk ``root`` without following symlinks and compute its UnixFS DAG and entry listing.
 
     With a ``cache``, files whose stat is unchanged since the last committed
@@ -345,7 +357,7 @@ def build_tree(root: Path, cache: FileCache | None = None, *, on_block: BlockSin
     ``on_block`` streams blocks instead of keeping them in the result (for
     trees too large to hold in memory).
     """
-    builder = _Builder(cache, on_block)
+    builder = _Builder(cache, on_block, progress=progress)
     if cache is not None:
         cache.begin(time.time_ns())
     try:

@@ -34,6 +34,7 @@ from provanchor.errors import (
 from provanchor.index.store import IndexStore
 from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.ipfs.unixfs import UnixFSError
+from provanchor.progress import ProgressFn
 from provanchor.records import ContentRef, Record, decode_record, recover_signer
 from provanchor.verify.checks import (
     CHECK_ACTIVE,
@@ -44,6 +45,7 @@ from provanchor.verify.checks import (
     CHECK_FORMAT,
     CHECK_INCLUSION,
     CHECK_MANIFEST,
+    CHECK_RECORD_FOUND,
     CHECK_ROOTS,
     CHECK_SEQ,
     CHECK_SIGNATURE,
@@ -81,6 +83,7 @@ class VerifyContext:
         *,
         source: BlockSource | None = None,
         workers: int | None = None,
+        fetch_timeout: float = 5.0,
     ) -> None:
         given = [x for x in (ipfs_api, gateway, source) if x is not None]
         if len(given) != 1:
@@ -91,10 +94,10 @@ class VerifyContext:
         if source is not None:
             self.source: BlockSource = source
         elif ipfs_api is not None:
-            self.source = IpfsSource(ipfs_api)
+            self.source = IpfsSource(ipfs_api, block_timeout=fetch_timeout)
         else:
             assert gateway is not None
-            self.source = GatewaySource(gateway)
+            self.source = GatewaySource(gateway, timeout=fetch_timeout)
         self.workers = workers
         self.index: IndexStore | None = None
         if index_path is not None:
@@ -213,7 +216,10 @@ def verify_record(ctx: VerifyContext, record_id: str) -> Report:
     report.facts["record_id"] = cid.encode()
     try:
         data = ctx.source.get(cid)
-    except (BlockNotFound, BlockMismatch) as exc:
+    except BlockNotFound as exc:
+        report.failed(CHECK_RECORD_FOUND, f"not found: {ctx.source.description} cannot produce it ({exc})")
+        return report
+    except BlockMismatch as exc:
         report.failed(CHECK_BLOCKS, f"record block: {exc}")
         return report
     try:
@@ -412,7 +418,9 @@ def check_contents(report: Report, source: BlockSource, blocks: Iterable[tuple[i
 # ------------------------------------------------------------------ an agent's whole log
 
 
-def verify_agent(ctx: VerifyContext, address: str, with_content: bool = False) -> Report:
+def verify_agent(
+    ctx: VerifyContext, address: str, with_content: bool = False, progress: ProgressFn | None = None
+) -> Report:
     """Is this agent's whole history intact: every checkpoint, every record, in order, signed?"""
     agent = _agent_address(address)
     report = Report(f"agent {agent}")
@@ -423,8 +431,12 @@ def verify_agent(ctx: VerifyContext, address: str, with_content: bool = False) -
     size = log.anchors[-1].size if log.anchors else 0
     report.facts.update({"agent": agent, "checkpoints": len(log.anchors), "records": size})
     positions = range(size)
+    if progress is not None:
+        progress(f"checking {agent[:10]}… records", 0, size)
     blocks, failures = ctx.record_blocks(log, positions)
     problems = log.check_records(blocks, ctx.workers)
+    if progress is not None:
+        progress(f"checking {agent[:10]}… records", size, size)
     _record_tallies(report, log, size, failures, problems, blocks)
     if log.anchors:
         _sample_inclusion(ctx, report, log, log.anchors[-1])
@@ -478,20 +490,16 @@ def _record_tallies(
         block_tally.failed(f"record {position}: {reason}")
     checked = len(blocks)
     tallies = tally_problems(problems, checked, (CHECK_FORMAT, CHECK_SIGNATURE, CHECK_SEQ))
-    log.report_into(
-        report,
-        {
-            CHECK_BLOCKS: f"{block_tally.count} block(s) (manifests and records), each hashed to its CID",
-            CHECK_MANIFEST: f"{len(log.anchors)} manifest(s) describe exactly the anchored checkpoints",
-            CHECK_ROOTS: f"the manifests' {size} leaves rebuild all {len(log.anchors)} anchored root(s)",
-            CHECK_ACTIVE: f"contract: agent active in the block of each of {len(log.anchors)} checkpoint(s)",
-        },
-    )
-    if len(log.anchors) > 1 or log.tallies[CHECK_CONSISTENCY].count:
-        pairs = max(0, len(log.anchors) - 1)
-        report.extend(
-            [log.tallies[CHECK_CONSISTENCY].check(f"{pairs} consecutive pair(s) consistent (locally and by contract)")]
-        )
+    passed = {
+        CHECK_BLOCKS: f"{block_tally.count} block(s) (manifests and records), each hashed to its CID",
+        CHECK_MANIFEST: f"{len(log.anchors)} manifest(s) describe exactly the anchored checkpoints",
+        CHECK_ROOTS: f"the manifests' {size} leaves rebuild all {len(log.anchors)} anchored root(s)",
+        CHECK_ACTIVE: f"contract: agent active in the block of each of {len(log.anchors)} checkpoint(s)",
+    }
+    if len(log.anchors) > 1:
+        pairs = len(log.anchors) - 1
+        passed[CHECK_CONSISTENCY] = f"{pairs} consecutive pair(s) consistent (locally and by contract)"
+    log.report_into(report, passed)
     report.extend(
         [
             tallies[CHECK_FORMAT].check(f"{checked} record(s) decode strictly"),
@@ -499,7 +507,7 @@ def _record_tallies(
             tallies[CHECK_SEQ].check(f"seq 0..{size - 1} without gaps; every prev links to the record before"),
         ]
     )
-    if checked < size:
+    if checked < size:  # merged into the one CHECK_SEQ line (Report.add never lists a name twice)
         report.failed(CHECK_SEQ, f"only {checked} of {size} anchored records could be examined")
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +37,7 @@ from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageEr
 from provanchor.ipfs.car import CarError, read_car, write_car
 from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.pipeline.manifest import decode_manifest
+from provanchor.progress import ProgressFn
 from provanchor.records import Record, decode_record
 from provanchor.verify.api import check_contents
 from provanchor.verify.checks import (
@@ -150,7 +151,7 @@ def export_bundle(
     agent: str,
     selection: Selection,
     out_path: str | os.PathLike[str],
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> ExportSummary:
     """Write a bundle for `agent`'s records matching `selection` (atomically: a temp file renamed)."""
     log = AgentLog(chain, source, agent, contract_checks=False)
@@ -158,7 +159,9 @@ def export_bundle(
         raise UsageError(f"agent {log.agent} has no anchored checkpoint: nothing to export")
     manifests: list[tuple[CID, bytes]] = []
     cids: list[CID] = []
-    for anchor in log.anchors:
+    for done, anchor in enumerate(log.anchors):
+        if progress:
+            progress("reading manifests", done, len(log.anchors))
         if anchor.manifest_cid is None:
             raise RecordError(f"checkpoint {anchor.index}'s manifest CID on chain does not parse")
         data = source.get(anchor.manifest_cid)
@@ -167,8 +170,10 @@ def export_bundle(
     last = log.anchors[-1]
     cids = cids[: last.size]
     if progress:
-        progress(f"fetching {len(cids)} record(s) of {log.agent}")
+        progress("fetching records", 0, len(cids))
     fetched = source.get_many(cids)
+    if progress:
+        progress("fetching records", len(cids), len(cids))
     selected: list[tuple[int, CID, bytes, Record]] = []
     for position, (cid, result) in enumerate(zip(cids, fetched, strict=True)):
         if isinstance(result, Exception):

@@ -27,6 +27,7 @@ __all__ = [
     "CHECK_FORMAT",
     "CHECK_INCLUSION",
     "CHECK_MANIFEST",
+    "CHECK_RECORD_FOUND",
     "CHECK_ROOTS",
     "CHECK_SEQ",
     "CHECK_SIGNATURE",
@@ -39,6 +40,7 @@ __all__ = [
 
 # Check names, stable: they are part of the --json output.
 CHECK_BLOCKS = "blocks match CIDs"
+CHECK_RECORD_FOUND = "record found"
 CHECK_FORMAT = "record format"
 CHECK_SIGNATURE = "signature"
 CHECK_ACTIVE = "agent active at anchoring block"

@@ -17,6 +17,7 @@ from provanchor.errors import RecordError, UsageError
 from provanchor.index.query import QueryFilter, encoded_path, run_query
 from provanchor.index.store import location_path
 from provanchor.index.timeparse import format_time
+from provanchor.progress import ProgressFn
 from provanchor.records import CodeIdentity, Op, Record, decode_record, parse_file_location
 from provanchor.records.commitments import Commitment
 from provanchor.verify.api import VerifyContext, check_anchored_record, verify_agent
@@ -235,13 +236,15 @@ def _on_disk(tally: Tally, location: str, digest: bytes) -> int:
 # ------------------------------------------------------------------ everything
 
 
-def verify_all(ctx: VerifyContext, with_content: bool = False) -> Report:
+def verify_all(ctx: VerifyContext, with_content: bool = False, progress: ProgressFn | None = None) -> Report:
     """Every registered agent's whole log, one check per agent."""
     report = Report(f"ledger {ctx.contract} on chain {ctx.chain_id}")
     agents = ctx.chain.agents()
     summaries: dict[str, object] = {}
-    for agent in agents:
-        sub = verify_agent(ctx, agent, with_content=with_content)
+    for done, agent in enumerate(agents):
+        if progress is not None:
+            progress("verifying agents", done, len(agents))
+        sub = verify_agent(ctx, agent, with_content=with_content, progress=progress)
         summaries[agent] = sub.to_json()
         records = sub.facts.get("records", 0)
         if sub.ok:
