@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO_HOME ?= $(CURDIR)/.provanchor-demo
+DEMO_WORK ?= $(CURDIR)/.provanchor-demo-work
 
 .PHONY: setup demo test lint compile bench clean
 
@@ -23,7 +24,7 @@ node/node_modules/.installed: node/package.json node/package-lock.json
 	@touch $@
 
 demo: setup
-	PROVANCHOR_HOME=$(DEMO_HOME) PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo
+	PROVANCHOR_HOME=$(DEMO_HOME) PROVANCHOR_DEMO_WORK=$(DEMO_WORK) PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo
 
 test: setup
 	$(VENV)/bin/pytest -q
@@ -46,4 +47,4 @@ bench: setup
 
 clean:
 	-PROVANCHOR_HOME=$(DEMO_HOME) $(VENV)/bin/provanchor node down
-	rm -rf $(DEMO_HOME)
+	rm -rf $(DEMO_HOME) $(DEMO_WORK)

@@ -58,6 +58,7 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 # Ids that must stay whole on one line: CIDs, hashes, tx hashes, addresses, run ids.
 _ID = re.compile(r"^(0x[0-9a-fA-F]{16,}|baf[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{40,}|[0-9a-f]{32,}|run-[\w-]+)$")
 _MIN_ID = 13  # 6 characters, an ellipsis, 6 characters: still recognisable
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 def iso_time(value: object) -> str:
@@ -125,6 +126,11 @@ def is_id(text: str) -> bool:
     return bool(_ID.match(text))
 
 
+def _unsplittable(text: str) -> bool:
+    """Ids and times are read whole: never folded across lines (ids may be shortened instead)."""
+    return is_id(text) or bool(_TIME.match(text))
+
+
 def terminal_width() -> int:
     """The width tables must fit: the terminal's, else $COLUMNS, else 120 (piped output)."""
     if sys.stdout.isatty():
@@ -172,8 +178,9 @@ def emit_table(
         text_rows = fit_rows(columns, text_rows, width)
     table = Table(title=title, show_lines=False)
     for i, column in enumerate(columns):
-        holds_ids = any(is_id(row[i]) for row in text_rows if i < len(row))
-        table.add_column(column, overflow="fold", no_wrap=holds_ids)
+        whole = any(_unsplittable(row[i]) for row in text_rows if i < len(row))
+        table.add_column(column, overflow="fold", no_wrap=whole, min_width=max(len(r[i]) for r in text_rows)
+                         if whole and text_rows else None)
     for row in text_rows:
         table.add_row(*row)
     if wide:
