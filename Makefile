@@ -1,6 +1,6 @@
 # The two commands: `make demo` (the whole flow on a local network) and `make test`.
-# Both install what they need first: a .venv with the package and its dev extras,
-# and the pinned npm tools (anvil, solcjs, js-ipfs) in node/node_modules.
+# Both install what they need first: a .venv with the package and its dev extras, the pinned npm
+# tools (anvil, solcjs) in node/node_modules, and Kubo built from the Go module proxy into node/bin.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,9 +8,9 @@ PY     := $(VENV)/bin/python
 DEMO_HOME ?= $(CURDIR)/.provanchor-demo
 DEMO_WORK ?= $(CURDIR)/.provanchor-demo-work
 
-.PHONY: setup demo test lint compile bench clean
+.PHONY: setup kubo demo test lint compile bench clean
 
-setup: $(VENV)/.installed node/node_modules/.installed
+setup: $(VENV)/.installed node/node_modules/.installed kubo
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "provanchor needs Python >= 3.11")'
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 node/node_modules/.installed: node/package.json node/package-lock.json
 	cd node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Kubo: built once from node/kubo/go.mod (+ go.sum); the script skips the build when node/bin/ipfs is that version.
+kubo:
+	@scripts/build-kubo
 
 demo: setup
 	PROVANCHOR_HOME=$(DEMO_HOME) PROVANCHOR_DEMO_WORK=$(DEMO_WORK) PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo

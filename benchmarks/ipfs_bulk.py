@@ -2,8 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/ipfs_bulk.py [--blocks N] [--block-size B] [--rounds R] [--file-mb M]
 
-Starts its own offline IPFS daemon (the pinned js-ipfs, or Kubo if that is what
-`find_ipfs` picks) in a temporary home and stops it at the end. Each round
+Starts its own offline Kubo daemon in a temporary home and stops it at the end. Each round
 uploads fresh blocks (a new seed), so no path benefits from the daemon skipping
 blocks it already has. The batch is N random ~1 KiB dag-cbor blocks plus a
 "manifest" dag-cbor block linking all of them, as a ledger anchor would write.

@@ -30,7 +30,7 @@ class NetworkNotFound(ConfigError):
 
 
 class ToolNotFound(ConfigError):
-    """A pinned tool (anvil, solc, jsipfs) cannot be found."""
+    """A pinned tool (anvil, solc, Kubo) cannot be found."""
 
 
 class DaemonStartError(ProvanchorError):

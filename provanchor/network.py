@@ -31,6 +31,9 @@ class NetworkDescriptor:
     ipfs_api: str
     ipfs_kind: str = "unknown"
     local: bool = False
+    # The IPFS repository's path when the daemon runs on this machine (the local network): the
+    # anchorer then makes imported blocks durable (syncfs) before anchoring them. None elsewhere.
+    ipfs_repo: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -50,6 +53,7 @@ class NetworkDescriptor:
                 ipfs_api=str(data["ipfs_api"]),
                 ipfs_kind=str(data.get("ipfs_kind", "unknown")),
                 local=bool(data.get("local", False)),
+                ipfs_repo=str(data["ipfs_repo"]) if data.get("ipfs_repo") else None,
                 extra=dict(data.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,7 +1,7 @@
 """The provenance agent as a real service: real programs write, records come out.
 
 Each test starts `provanchor agent start --config FILE` as a subprocess on a
-real local network (anvil + js-ipfs), runs ordinary programs in a watched
+real local network (anvil + Kubo), runs ordinary programs in a watched
 directory, stops the agent with SIGTERM and reads back what it recorded.
 fanotify is available on these machines (root); the inotify backend is forced
 through the config.

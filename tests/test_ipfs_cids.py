@@ -52,7 +52,7 @@ def payload(size: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The daemon's own RPC client: a private js-ipfs (or Kubo) for this module."""
+    """The daemon's own RPC client: a private Kubo for this module."""
     service = IpfsService(tmp_path_factory.mktemp("ipfs-cids-home"))
     addr = service.start()
     client = ipfshttpclient.Client(api_multiaddr(addr), timeout=300, session=True)

@@ -1,4 +1,4 @@
-"""Real-process tests of the local network daemons (anvil, js-ipfs/Kubo).
+"""Real-process tests of the local network daemons (anvil, Kubo).
 
 Every test uses its own home under ``tmp_path``; fixtures stop the services and
 SIGKILL any pid the test ever saw, even when the test fails.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import fcntl
 import os
 import signal
 import threading
@@ -96,7 +97,7 @@ def ipfs_cat(multiaddr: str, cid: str) -> bytes:
 
 
 def processes_with(needle: str) -> list[int]:
-    """Pids whose command line (or environment, for js-ipfs which renames itself) mentions ``needle``."""
+    """Pids whose command line mentions ``needle``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -208,30 +209,58 @@ def test_missing_anvil_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert "make setup" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_node_dir_env_and_ipfs_kind_guess(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    node_modules = tmp_path / "node_modules"
-    anvil_bin = node_modules / "@foundry-rs/anvil-linux-amd64/bin/anvil"
-    jsipfs_bin = node_modules / ".bin/jsipfs"
-    for binary in (anvil_bin, jsipfs_bin):
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        binary.write_text("#!/bin/sh\n")
-        binary.chmod(0o755)
+def fake_ipfs(path: Path, version: str) -> Path:
+    """An executable that answers `ipfs version --number` like a Kubo of `version`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\n[ "$1 $2" = "version --number" ] && echo {version} && exit 0\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_kubo_lookup_takes_the_pinned_version_or_newer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    anvil_bin = node / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+    anvil_bin.parent.mkdir(parents=True)
+    anvil_bin.write_text("#!/bin/sh\n")
+    anvil_bin.chmod(0o755)
     monkeypatch.delenv("PROVANCHOR_ANVIL", raising=False)
     monkeypatch.delenv("PROVANCHOR_IPFS_BIN", raising=False)
-    monkeypatch.setenv("PROVANCHOR_NODE_DIR", str(tmp_path))
+    monkeypatch.setenv("PROVANCHOR_NODE_DIR", str(node))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert find_anvil() == anvil_bin
-    assert find_ipfs() == tools.IpfsTool(kind="js-ipfs", path=jsipfs_bin)
+    with pytest.raises(ToolNotFound, match="make setup"):
+        find_ipfs()
 
-    kubo = tmp_path / "bin" / "ipfs"
-    kubo.parent.mkdir()
-    kubo.write_text("#!/bin/sh\n")
-    kubo.chmod(0o755)
-    monkeypatch.setenv("PATH", str(kubo.parent))
-    assert find_ipfs() == tools.IpfsTool(kind="kubo", path=kubo)
-    assert find_ipfs(prefer="js-ipfs").kind == "js-ipfs"
-    monkeypatch.setenv("PROVANCHOR_IPFS_BIN", str(jsipfs_bin))
-    assert find_ipfs().kind == "js-ipfs"
+    old_on_path = fake_ipfs(tmp_path / "path" / "ipfs", "0.28.0")
+    monkeypatch.setenv("PATH", str(old_on_path.parent))
+    with pytest.raises(ToolNotFound) as info:  # an old Kubo on PATH is ignored, and the message says so
+        find_ipfs()
+    assert "ignored" in str(info.value) and "0.28.0" in str(info.value) and "\n" not in str(info.value)
+
+    pinned = fake_ipfs(node / "bin" / "ipfs", tools.KUBO_VERSION)
+    found = find_ipfs()
+    assert found.path == pinned and found.version == tools.KUBO_VERSION and found.notes == ()
+
+    pinned.unlink()
+    newer_on_path = fake_ipfs(tmp_path / "path2" / "ipfs", "0.50.0")
+    monkeypatch.setenv("PATH", f"{old_on_path.parent}:{newer_on_path.parent}")
+    with pytest.raises(ToolNotFound, match="0.28.0"):  # the first `ipfs` on PATH is the one considered
+        find_ipfs()
+    monkeypatch.setenv("PATH", str(newer_on_path.parent))
+    assert find_ipfs() == tools.IpfsTool(newer_on_path, "0.50.0")
+
+    monkeypatch.setenv("PROVANCHOR_IPFS_BIN", str(old_on_path))
+    with pytest.raises(ToolNotFound, match="0.28.0"):  # an explicit choice that is too old is an error
+        find_ipfs()
+    monkeypatch.setenv("PROVANCHOR_IPFS_BIN", str(tmp_path / "nope"))
+    with pytest.raises(ToolNotFound, match="not an executable"):
+        find_ipfs()
+
+
+def test_the_kubo_version_is_the_go_module_pin() -> None:
+    go_mod = (tools.repo_root() / "node" / "kubo" / "go.mod").read_text()
+    assert f"require github.com/ipfs/kubo v{tools.KUBO_VERSION}\n" in go_mod
+    assert (tools.repo_root() / "node" / "kubo" / "go.sum").stat().st_size > 0
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +395,7 @@ def test_ipfs_content_survives_restart_and_sigkill(ipfs: IpfsService, tracker: P
     addr = ipfs.start()
     assert addr.startswith("/ip4/127.0.0.1/tcp/")
     assert ipfs.api_multiaddr == addr and ipfs.is_running()
-    assert ipfs.kind in ("js-ipfs", "kubo")
+    assert ipfs.kind == "kubo" and ipfs.version == tools.KUBO_VERSION
     pid = tracker.see(ipfs)
 
     assert ipfs.start() == addr  # idempotent
@@ -390,10 +419,9 @@ def test_ipfs_content_survives_restart_and_sigkill(ipfs: IpfsService, tracker: P
     while ipfs.is_running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not ipfs.is_running()
-    if ipfs.kind == "js-ipfs":
-        assert (ipfs.repo / "repo.lock").exists()  # left behind by the kill
+    assert (ipfs.repo / "api").exists()  # left behind by the kill (the repo lock went with the process)
 
-    addr3 = ipfs.start()  # stale lock handled, no 20 s wait
+    addr3 = ipfs.start()  # the stale api file is removed: nothing answers at it
     tracker.see(ipfs)
     assert ipfs_cat(addr3, HELLO_CID) == b"hello world\n"
     assert ipfs.stop() is True
@@ -421,14 +449,16 @@ def test_ipfs_refuses_repo_used_by_foreign_daemon(ipfs: IpfsService, tracker: Pi
     server = HTTPServer(("127.0.0.1", 0), _FakeIpfsApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    lock = (ipfs.repo / "repo.lock").open("a")  # a foreign Kubo holds the repo's flock while it runs
     try:
-        (ipfs.repo / "repo.lock").mkdir()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         (ipfs.repo / "api").write_text(f"/ip4/127.0.0.1/tcp/{server.server_address[1]}/http")
         with pytest.raises(DaemonStartError, match="not started by provanchor"):
             ipfs.start()
-        assert (ipfs.repo / "repo.lock").exists()  # someone else's lock is left alone
+        assert (ipfs.repo / "api").exists()  # someone else's api file is left alone
     finally:
         server.shutdown()
         server.server_close()
+        lock.close()  # the foreign daemon exits: the kernel releases its lock
     assert ipfs.start() == addr  # the foreign daemon is gone: lock and api file are stale now
     tracker.see(ipfs)

@@ -2,7 +2,7 @@
 
 One module-scoped scenario: generated data, NumPy logistic regression, then
 dataset, training, model, evaluation and many inference events recorded by a
-Tracker, anchored on anvil and stored on js-ipfs. The tests then trace a
+Tracker, anchored on anvil and stored on Kubo. The tests then trace a
 receipt back to the data, verify the whole chain, alter the data file, the
 model file and a hyperparameter record one at a time (restoring each), prove
 dataset membership and open HMAC commitments.

@@ -1,4 +1,4 @@
-"""The recording pipeline against a real anvil and a real js-ipfs daemon.
+"""The recording pipeline against a real anvil and a real Kubo daemon.
 
 Records must be signed, spooled durably, stored on IPFS, appended to the
 agent's Merkle log and anchored, with nothing lost or repeated across crashes

@@ -83,7 +83,7 @@ def daemon_root(api: Any, path: Path) -> str:
     replies = replies if isinstance(replies, list) else [replies]
     top = [r for r in replies if r["Name"] == path.name]
     assert len(top) == 1, replies
-    # js-ipfs reports CIDv1 in base58btc (zdj7...): compare parsed CIDs, not strings.
+    # Compare parsed CIDs, not strings: a daemon may print another multibase.
     return CID.parse(str(top[0]["Hash"])).encode()
 
 

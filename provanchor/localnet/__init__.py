@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from provanchor.localnet.processes import AnvilService, DaemonStartError, IpfsService, ManagedDaemon
 from provanchor.localnet.tools import (
-    IpfsKind,
     IpfsTool,
     ToolNotFound,
     find_anvil,
@@ -16,7 +15,6 @@ from provanchor.localnet.tools import (
 __all__ = [
     "AnvilService",
     "DaemonStartError",
-    "IpfsKind",
     "IpfsService",
     "IpfsTool",
     "ManagedDaemon",

@@ -42,7 +42,8 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
     home.root.mkdir(parents=True, exist_ok=True)
     if reset:
         down(home)
-        for path in (home.chain_dir, home.network_file, home.governor_keys_file):
+        # A new ledger starts with a new block store too: the old one holds another ledger's blocks.
+        for path in (home.chain_dir, home.ipfs_dir, home.network_file, home.governor_keys_file):
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -54,10 +55,10 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
         started.append("anvil")
     rpc_url = anvil.start()
     if not ipfs.is_running():
-        started.append(ipfs.kind)
+        started.append("ipfs")
     ipfs_api = ipfs.start()
 
-    notes: list[str] = []
+    notes: list[str] = list(ipfs.notes)
     existing = load_network(home) if home.network_file.exists() else None
     client_w3 = connect(rpc_url)
     chain_id = int(client_w3.eth.chain_id)
@@ -77,6 +78,7 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
             ipfs_api=ipfs_api,
             ipfs_kind=ipfs.kind,
             local=True,
+            ipfs_repo=str(ipfs.repo),
             extra=existing.extra,
         )
         save_network(home, descriptor)
@@ -94,6 +96,7 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
         ipfs_api=ipfs_api,
         ipfs_kind=ipfs.kind,
         local=True,
+        ipfs_repo=str(ipfs.repo),
     )
     save_network(home, descriptor)
     return UpResult(descriptor, deployed=True, started=started, notes=notes)

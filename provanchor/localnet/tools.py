@@ -1,4 +1,4 @@
-"""Locate the pinned local-network tools (anvil, an IPFS daemon) and pick free ports.
+"""Locate the pinned local-network tools (anvil, Kubo) and pick free ports.
 
 Lookup order is deliberately explicit so `provanchor node up` behaves the same
 on a developer machine, in CI and inside an installed wheel:
@@ -7,60 +7,80 @@ on a developer machine, in CI and inside an installed wheel:
   ``node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`` (in
   ``$PROVANCHOR_NODE_DIR`` or in this repository's ``node/`` directory), then
   ``anvil`` on ``PATH``.
-* IPFS: ``$PROVANCHOR_IPFS_BIN``, then a Kubo ``ipfs`` on ``PATH``, then the
-  npm-pinned ``jsipfs``.
+* IPFS (Kubo, the only daemon): ``$PROVANCHOR_IPFS_BIN``, then the Kubo that
+  `make setup` builds from the pinned Go module into ``node/bin/ipfs``, then an
+  ``ipfs`` on ``PATH`` -- each used only when it is Kubo at the pinned version
+  or newer; an older one is skipped with a note saying why.
 
-An explicit environment variable that points at a missing file is an error
-rather than a silent fall-back, so a typo never runs a different tool.
+An explicit environment variable that points at a missing file, or at an IPFS
+older than the pinned Kubo, is an error rather than a silent fall-back, so a
+typo never runs a different tool.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from provanchor.errors import ToolNotFound
 
 __all__ = [
+    "KUBO_VERSION",
     "LOOPBACK",
-    "IpfsKind",
     "IpfsTool",
     "ToolNotFound",
     "find_anvil",
     "find_ipfs",
     "free_port",
+    "kubo_version_of",
     "port_is_free",
     "repo_root",
+    "version_tuple",
 ]
 
-IpfsKind = Literal["kubo", "js-ipfs"]
-
 LOOPBACK = "127.0.0.1"
+
+# The Kubo release node/kubo/go.mod pins (a test keeps the two equal).
+KUBO_VERSION = "0.43.1"
 
 ANVIL_ENV = "PROVANCHOR_ANVIL"
 IPFS_ENV = "PROVANCHOR_IPFS_BIN"
 NODE_DIR_ENV = "PROVANCHOR_NODE_DIR"
 
 _ANVIL_IN_NODE_MODULES = Path("@foundry-rs/anvil-linux-amd64/bin/anvil")
-_JSIPFS_IN_NODE_MODULES = Path(".bin/jsipfs")
+_KUBO_HINT = (
+    f"run `make setup` (it builds Kubo v{KUBO_VERSION} from the Go module proxy into node/bin/ipfs; "
+    f"needs Go >= 1.26), or set {IPFS_ENV} to a Kubo >= {KUBO_VERSION}"
+)
 
 
 @dataclass(frozen=True)
 class IpfsTool:
-    """An IPFS implementation found on this machine."""
+    """The Kubo binary to run, its version, and why other candidates were passed over."""
 
-    kind: IpfsKind
     path: Path
+    version: str
+    notes: tuple[str, ...] = field(default=())
 
 
 def repo_root() -> Path:
     """The source checkout this module lives in (meaningful only in a checkout)."""
     return Path(__file__).resolve().parents[2]
+
+
+def pinned_kubo_path() -> Path:
+    """Where `make setup` builds Kubo: ``node/bin/ipfs`` of this checkout (or of ``$PROVANCHOR_NODE_DIR``)."""
+    env = os.environ.get(NODE_DIR_ENV)
+    if env:
+        base = Path(env).expanduser()
+        return (base.parent if base.name == "node_modules" else base) / "bin" / "ipfs"
+    return repo_root() / "node" / "bin" / "ipfs"
 
 
 def _node_modules_dirs() -> Iterator[Path]:
@@ -105,52 +125,51 @@ def find_anvil() -> Path:
     raise ToolNotFound(f"anvil not found: run `make setup` (npm ci in node/) or set {ANVIL_ENV}")
 
 
-def _guess_kind(path: Path) -> IpfsKind:
-    """js-ipfs if the name says so or the file lives in a node_modules tree, else Kubo."""
-    if "jsipfs" in path.name:
-        return "js-ipfs"
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``0.43.1`` -> (0, 43, 1); a suffix such as ``-rc1`` or ``-dev`` is ignored."""
+    match = re.match(r"(\d+(?:\.\d+)*)", version.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def kubo_version_of(path: Path) -> str | None:
+    """The version a Kubo binary reports (``ipfs version --number``), or None if it is not Kubo."""
     try:
-        resolved = path.resolve()
-    except OSError:
-        return "kubo"
-    if "node_modules" in resolved.parts or resolved.suffix in {".js", ".mjs", ".cjs"}:
-        return "js-ipfs"
-    return "kubo"
+        done = subprocess.run(
+            [str(path), "version", "--number"], capture_output=True, text=True, timeout=30, check=False,
+            # A repository path that cannot exist: answering this must never read or create one.
+            env={**os.environ, "IPFS_PATH": "/nonexistent/provanchor-version-probe"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = done.stdout.strip()
+    return text if done.returncode == 0 and version_tuple(text) else None
 
 
-def _pinned_jsipfs() -> Path | None:
-    for node_modules in _node_modules_dirs():
-        candidate = node_modules / _JSIPFS_IN_NODE_MODULES
-        if candidate.exists() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def find_ipfs(prefer: IpfsKind | None = None) -> IpfsTool:
-    """The IPFS implementation to run; raises `ToolNotFound` with a fix-it hint.
-
-    ``prefer`` restricts the search to one kind (used when an existing repository
-    was created by that implementation); the environment override always wins.
-    """
+def find_ipfs() -> IpfsTool:
+    """The Kubo to run (pinned version or newer); raises `ToolNotFound` with the fix."""
+    wanted = version_tuple(KUBO_VERSION)
     explicit = _from_env(IPFS_ENV, "IPFS")
     if explicit is not None:
-        return IpfsTool(kind=_guess_kind(explicit), path=explicit)
-    if prefer in (None, "kubo"):
-        on_path = shutil.which("ipfs")
-        if on_path:
-            path = Path(on_path)
-            kind = _guess_kind(path)
-            if prefer is None or kind == prefer:
-                return IpfsTool(kind=kind, path=path)
-    if prefer in (None, "js-ipfs"):
-        pinned = _pinned_jsipfs()
-        if pinned is not None:
-            return IpfsTool(kind="js-ipfs", path=pinned)
-    if prefer == "kubo":
-        raise ToolNotFound(
-            f"Kubo `ipfs` not found (this IPFS repository was created by Kubo): install it or set {IPFS_ENV}"
-        )
-    raise ToolNotFound(f"IPFS not found: run `make setup` (npm ci in node/) or set {IPFS_ENV}")
+        version = kubo_version_of(explicit)
+        if version is None or version_tuple(version) < wanted:
+            found = f"version {version}" if version else "not Kubo"
+            raise ToolNotFound(f"{IPFS_ENV}={explicit} is {found}; provanchor needs Kubo >= {KUBO_VERSION}")
+        return IpfsTool(explicit, version)
+    notes: list[str] = []
+    candidates = [pinned_kubo_path()]
+    on_path = shutil.which("ipfs")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if not _is_executable(candidate):
+            continue
+        version = kubo_version_of(candidate)
+        if version is not None and version_tuple(version) >= wanted:
+            return IpfsTool(candidate, version, tuple(notes))
+        found = f"version {version}" if version else "not Kubo"
+        notes.append(f"ignored {candidate} ({found}; provanchor needs Kubo >= {KUBO_VERSION})")
+    reason = f" ({'; '.join(notes)})" if notes else ""
+    raise ToolNotFound(f"Kubo not found{reason}: {_KUBO_HINT}")
 
 
 def free_port(host: str = LOOPBACK) -> int:
