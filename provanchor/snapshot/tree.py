@@ -5,7 +5,7 @@ checkable without trusting a daemon, so the root CID must be exactly the one
 ``ipfs add -r --cid-version=1 --raw-leaves`` prints: files use the same
 importer as `provanchor.ipfs.unixfs` (256 KiB chunks, balanced layout, raw
 leaves) and directories are plain UnixFS Directory dag-pb nodes with links
-sorted by name and Tsize = cumulative DAG size, as Kubo and js-ipfs write them.
+sorted by name and Tsize = cumulative DAG size, as Kubo writes them.
 
 Safety matters more than convenience here, because the tree may contain
 anything a monitored program wrote:
@@ -19,9 +19,9 @@ anything a monitored program wrote:
 * devices, FIFOs and sockets are refused rather than silently skipped, so a
   snapshot never claims to be complete when it is not.
 
-Not covered: HAMT-sharded directories (js-ipfs shards above 1,000 entries,
-Kubo above ~256 KiB of links), so for such directories the root differs from
-``ipfs add -r``; it remains a valid, restorable DAG.
+A directory whose names and CIDs add up to more than 256 KiB is sharded into
+a HAMT exactly as Kubo shards it (`provanchor.ipfs.hamt`), so the root equals
+``ipfs add -r`` for trees of any size.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import BinaryIO, Literal, cast
 
 from provanchor.errors import ProvanchorError
 from provanchor.ipfs.cid import CID, DAG_PB, encode_varint
+from provanchor.ipfs.hamt import hamt_directory, needs_sharding
 from provanchor.ipfs.unixfs import UNIXFS_DIRECTORY, UNIXFS_SYMLINK, iter_file_blocks
 from provanchor.progress import ProgressFn
 from provanchor.snapshot.cache import CachedFile, CacheStats, FileCache, StatKey
@@ -134,8 +135,8 @@ def directory_node(links: list[tuple[bytes, CID, int]]) -> bytes:
     """PBNode{Links (sorted by name bytes), Data: UnixFS{Type: Directory}} from (name, cid, tsize).
 
     Links precede Data, and each link writes Hash, Name, Tsize in that order:
-    the canonical dag-pb form, so the bytes (and CID) match what Kubo and
-    js-ipfs produce for the same directory.
+    the canonical dag-pb form, so the bytes (and CID) match what Kubo
+    produces for the same directory.
     """
     parts = [_link(name, cid, tsize) for name, cid, tsize in sorted(links, key=lambda link: link[0])]
     unixfs = encode_varint(1 << 3) + encode_varint(UNIXFS_DIRECTORY)
@@ -252,9 +253,22 @@ class _Builder:
             else:
                 raise UnsafeEntry(f"refusing to snapshot {child}: not a regular file, directory or symlink", child)
             links.append((name_bytes, cid, tsize))
+        if needs_sharding(links):
+            return self.sharded(rel, links)
         block = directory_node(links)
         cid = self.node(rel, block)
         return cid, len(block) + sum(tsize for _, _, tsize in links)
+
+    def sharded(self, rel: str, links: list[tuple[bytes, CID, int]]) -> tuple[CID, int]:
+        """A directory large enough that Kubo makes it a HAMT: its shards, emitted unless unchanged."""
+        shards: list[tuple[CID, bytes]] = []
+        cid, tsize = hamt_directory(links, lambda shard, block: shards.append((shard, block)))
+        if self.cache is None or self.cache.previous_node(rel) != cid:
+            for shard, block in shards:
+                self.emit(shard, block)
+        if self.cache is not None:
+            self.cache.stage_node(rel, cid)
+        return cid, tsize
 
     def subdir(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> tuple[CID, int]:
         try:
