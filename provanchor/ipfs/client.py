@@ -1,29 +1,34 @@
-"""A trustless client for an IPFS daemon's RPC API (Kubo, or js-ipfs which speaks the same API).
+"""A trustless client for Kubo's RPC API.
 
 Nothing a daemon returns is believed: every block is hashed against the CID it
-was asked for, files are walked block by block and each block verified, and
-every CID the daemon reports for an upload is recomputed locally. A lying or
-corrupted daemon therefore produces `BlockMismatch`, never wrong data.
+was asked for, files are walked block by block and each block verified, CARs
+exported by the daemon are checked section by section, and every CID the
+daemon reports for an upload is recomputed locally. A lying or corrupted
+daemon therefore produces `BlockMismatch`, never wrong data.
 
-Uploads are verified *before* they leave too: js-ipfs 0.66 stores blocks from a
-CAR (``dag import``) without hashing them, and a block stored under the wrong
+Uploads are verified *before* they leave too: a block stored under the wrong
 CID can never be replaced afterwards (re-puts are skipped as "already have"),
 so `put_blocks` refuses to send a block that does not match its CID.
 
-js-ipfs running ``--offline`` waits forever for a block it does not have
-(block get, pin add, dag import of a root whose links are missing), so every
-such call carries the daemon's ``timeout`` option and a slightly longer HTTP
-read timeout; a timed-out block lookup is reported as `BlockNotFound`.
+Every lookup of a block the daemon may not have carries Kubo's ``timeout``
+option and a slightly longer HTTP read timeout, so a missing block is
+`BlockNotFound` within a bounded time whatever the daemon's routing does.
+
+ipfshttpclient (unmaintained since 2021) is used where its calls fit Kubo;
+the calls it lacks or gets wrong for Kubo (``block/put``'s codec option was
+renamed, CAR export) go to the RPC API over plain HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import ipaddress
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,7 +54,7 @@ from provanchor.ipfs.unixfs import (
     decode_unixfs,
 )
 
-__all__ = ["IpfsClient", "IpfsError", "api_multiaddr", "parse_cid"]
+__all__ = ["IpfsClient", "IpfsError", "api_multiaddr", "api_url", "parse_cid"]
 
 # ipfshttpclient 0.7.0 passes urllib3 a parameter urllib3 2.x deprecates; the
 # warning is about the library, not about anything a provanchor user can fix.
@@ -71,6 +76,16 @@ def _one_line(text: object, limit: int = 300) -> str:
     """One line, and a short one: daemon errors can quote whole request URLs."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _error_text(reply: requests.Response) -> str:
+    """The daemon's error message (Kubo answers `{"Message": ...}`), on one line."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return _one_line(reply.text) or f"HTTP {reply.status_code}"
+    message = body.get("Message") if isinstance(body, dict) else None
+    return _one_line(message or reply.text)
 
 
 def _umask() -> int:
@@ -130,7 +145,21 @@ def api_multiaddr(addr: str) -> str:
     return f"/{family}/{url.hostname}/tcp/{port}/{url.scheme}"
 
 
-_PIN_CHUNK = 192  # ~12 KB of query string: under Node.js's 16 KB header limit
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _libc_syncfs(fd: int) -> int:
+    return int(_LIBC.syncfs(fd))
+
+
+def api_url(addr: str) -> str:
+    """The API address as a URL (``http://HOST:PORT``), for calls made over plain HTTP."""
+    parts = api_multiaddr(addr).strip("/").split("/")
+    host = f"[{parts[1]}]" if parts[0] == "ip6" else parts[1]
+    return f"{parts[4]}://{host}:{parts[3]}"
+
+
+_PIN_CHUNK = 1024  # ~64 KB of query string per request: well under Kubo's HTTP header limit (1 MB)
 
 
 class IpfsClient:
@@ -143,17 +172,45 @@ class IpfsClient:
     manager or call `close`.
     """
 
-    def __init__(self, addr: str, *, timeout: float = 60.0, block_timeout: float = 10.0) -> None:
+    def __init__(
+        self, addr: str, *, timeout: float = 60.0, block_timeout: float = 10.0, repo: str | None = None
+    ) -> None:
         self.addr = addr
         self.multiaddr = api_multiaddr(addr)
         self.timeout = timeout
         self.block_timeout = block_timeout
+        self.repo = repo
+        self.url = api_url(addr)
+        self._local = threading.local()
         try:
             self._api: Any = ipfshttpclient.Client(self.multiaddr, timeout=timeout, session=True)
         except ipfs_exc.Error as exc:
             raise UsageError(f"not an IPFS API address: {addr!r}: {_one_line(exc)}") from exc
 
     # -- lifecycle ----------------------------------------------------------
+
+    def persist(self) -> bool:
+        """Make every block stored so far durable, when the daemon's repository is on this machine.
+
+        Kubo writes blocks without fsync by default (flatfs `sync: false`), which
+        is why its imports are fast; one `syncfs(2)` of the repository's
+        filesystem after a batch's import is the durability point before the
+        batch is anchored. Returns False when the repository is not local (a
+        production node is configured for durability by its operator).
+        """
+        if self.repo is None:
+            return False
+        try:
+            fd = os.open(self.repo, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False  # the repository is not here after all (the descriptor came from elsewhere)
+        try:
+            if _libc_syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise IpfsError(f"could not make the IPFS repository {self.repo} durable: {os.strerror(error)}")
+        finally:
+            os.close(fd)
+        return True
 
     def close(self) -> None:
         self._api.close()
@@ -187,6 +244,11 @@ class IpfsClient:
             raise IpfsUnavailable(f"IPFS daemon at {self.addr} did not answer {what} in time") from exc
         except ipfs_exc.ErrorResponse as exc:
             message = _one_line(exc)
+            if "no space left" in message.lower():
+                raise IpfsError(
+                    f"the IPFS daemon at {self.addr} is out of disk space ({what} failed: no space left on device): "
+                    "free space where its repository lives, then retry; nothing already recorded is lost"
+                ) from exc
             if cid is not None and any(hint in message.lower() for hint in _NOT_FOUND_HINTS):
                 raise BlockNotFound(str(cid), f"IPFS block {cid} is not available: {message}") from exc
             raise IpfsError(f"IPFS daemon refused {what}: {message}") from exc
@@ -211,7 +273,7 @@ class IpfsClient:
     # -- information --------------------------------------------------------
 
     def version(self) -> str:
-        """The daemon's version string (js-ipfs 0.66.1 reports its core version, 0.18.1)."""
+        """The daemon's version string (Kubo's release, e.g. ``0.43.1``)."""
         with self._calling("version"):
             reply = self._api.version()
         return str(reply["Version"])
@@ -230,9 +292,9 @@ class IpfsClient:
         Every block is checked against its CID first (BlockMismatch naming it):
         see the module docstring for why that matters. Pins are recursive, so
         each root's whole DAG must be in the batch or already stored; the
-        request is idempotent. Measured on js-ipfs 0.66.1 (benchmarks/ipfs_bulk.py),
-        one import of 1,025 ~1 KiB blocks is about 4x faster than one ``block put``
-        each; js-ipfs has no multi-block ``block put`` (it stores only the first file).
+        request is idempotent. One import of a whole batch (1,025 ~1 KiB blocks)
+        costs one round trip, against one per block with ``block put``
+        (benchmarks/ipfs_bulk.py).
         """
         roots = [parse_cid(root) for root in pin_roots]
         for cid, block in blocks:
@@ -251,7 +313,7 @@ class IpfsClient:
                 )
         except IpfsError as exc:
             if roots and "timed out" in str(exc):
-                # js-ipfs waits for missing linked blocks while pinning; say what that usually means.
+                # A recursive pin waits for missing linked blocks; say what that usually means.
                 raise IpfsError(f"{exc} (is the DAG under {', '.join(map(str, roots))} incomplete?)") from exc
             raise
         pinned: set[CID] = set()
@@ -273,8 +335,8 @@ class IpfsClient:
         if codec not in _CODEC_NAMES:
             raise UsageError(f"unsupported codec 0x{codec:x}")
         local = CID.for_block(codec, data)
-        # js-ipfs 0.66 ignores `cid-codec` and reads the codec from the (deprecated in Kubo) `format`.
-        opts = {"format": _CODEC_NAMES[codec], "mhtype": "sha2-256"}
+        # Kubo's name; it silently ignores unknown options such as the old `format`.
+        opts = {"cid-codec": _CODEC_NAMES[codec], "mhtype": "sha2-256"}
         with self._calling("block put"):
             reply = self._api.block.put(io.BytesIO(data), opts=opts)
         remote = self._reply_cid(reply, "Key", "block put")
@@ -396,6 +458,41 @@ class IpfsClient:
         if expected is not None and total != expected:
             raise UnixFSError(f"UnixFS file {root} declares {expected} bytes but its blocks hold {total}")
 
+    def stream_content(self, cid: CID | str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """A file's bytes as Kubo's `cat` streams them: one request however many blocks the file has.
+
+        The bytes are NOT checked block by block here: the caller must hash
+        them against a digest it trusts (a record's signed sha256 and size),
+        which proves every byte at once. Use `iter_file` where no such digest
+        is known. A daemon that cannot produce the file is BlockNotFound.
+        """
+        wanted = parse_cid(cid)
+        session = self._http()
+        try:
+            reply = session.post(
+                f"{self.url}/api/v0/cat",
+                params={"arg": wanted.encode(), **self._daemon_timeout(self.timeout)},
+                stream=True,
+                timeout=self.timeout + _HTTP_SLACK,
+            )
+        except requests.RequestException as exc:
+            raise self._unavailable(exc) from exc
+        with reply:
+            if reply.status_code != 200:
+                raise BlockNotFound(str(wanted), f"IPFS content {wanted} is not available: {_error_text(reply)}")
+            try:
+                yield from reply.iter_content(chunk)
+            except requests.RequestException as exc:
+                raise IpfsUnavailable(f"IPFS daemon at {self.addr} dropped the connection during cat") from exc
+
+    def _http(self) -> requests.Session:
+        """A plain HTTP session for calls ipfshttpclient lacks (one per thread: sessions are not shared)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
     def cat(self, cid: CID | str) -> bytes:
         """A whole file's content, every block verified (see `iter_file`)."""
         return b"".join(self.iter_file(cid))
@@ -451,9 +548,9 @@ class IpfsClient:
             except IpfsError as exc:
                 if "already pinned recursively" not in str(exc):
                     raise
-                # js-ipfs refuses a direct pin of a block a recursive pin already holds (the same
-                # content recorded earlier, say), and the whole request with it: that block is
-                # pinned, so pin the others one by one.
+                # A daemon may refuse a direct pin of a block a recursive pin already holds (the
+                # same content recorded earlier, say), and the whole request with it: that block
+                # is pinned, so pin the others one by one.
                 for one in chunk:
                     try:
                         self._pin_direct([one])
@@ -480,7 +577,7 @@ class IpfsClient:
         """Whether ``cid`` is pinned directly, recursively or through a pinned parent."""
         wanted = parse_cid(cid)
         try:
-            # js-ipfs may wait for a block it does not have even here; that is "not pinned" too.
+            # A daemon may look for a block it does not have even here; that is "not pinned" too.
             with self._calling("pin ls", wanted):
                 reply = self._api.pin.ls(
                     wanted.encode(),

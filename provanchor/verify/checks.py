@@ -33,6 +33,7 @@ __all__ = [
     "CHECK_SIGNATURE",
     "RecordProblem",
     "check_record_bytes",
+    "decode_and_check",
     "manifest_mismatch",
     "record_problem",
     "split_proof",
@@ -118,6 +119,37 @@ def _record_problem(
     if signer.lower() != agent:
         return CHECK_SIGNATURE, f"signature recovers to {signer}, not to the agent"
     return None
+
+
+def decode_and_check(
+    items: list[tuple[int, bytes | str, bytes, bytes | None]], agent: str, chain_id: int, contract: str
+) -> list[tuple[int, Record | None, str | None]]:
+    """(seq, Record if acceptable, reason if not) for (seq, bytes or why none, signature, expected prev).
+
+    The bytes must already be verified against their CIDs. A plain function of
+    picklable arguments, so the indexer can run it in worker processes: strict
+    decoding and signature recovery are nearly all of a sync's CPU.
+    """
+    domain = Eip712Domain(chain_id, contract)
+    enabled = gc.isenabled()
+    gc.disable()  # records are acyclic
+    try:
+        out: list[tuple[int, Record | None, str | None]] = []
+        for seq, data, signature, prev in items:
+            if isinstance(data, str):
+                out.append((seq, None, f"record unusable: {data}"))
+                continue
+            try:
+                record = decode_record(data)
+            except RecordError as exc:
+                out.append((seq, None, f"record unusable: {exc}"))
+                continue
+            reason = record_problem(record, agent, seq, prev, signature, domain)
+            out.append((seq, record if reason is None else None, reason))
+        return out
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def split_proof(blob: bytes) -> list[bytes]:
