@@ -166,7 +166,7 @@ class Anchorer:
                 checkpoint=batch_id - 1,
                 start=size,
                 root=root,
-                records=[CID.for_block(DAG_CBOR, r.data) for r in records],
+                records=[CID(1, DAG_CBOR, r.hash) for r in records],  # the record hash is its CID's digest
                 signatures=[r.signature for r in records],
                 previous=previous,
             )
@@ -208,7 +208,7 @@ class Anchorer:
             return self.ipfs
         client: IpfsClient | None = getattr(self._clients, "client", None)
         if client is None:
-            client = IpfsClient(self.ipfs.addr)
+            client = IpfsClient(self.ipfs.addr, repo=self.ipfs.repo)
             self._clients.client = client
         return client
 
@@ -220,7 +220,7 @@ class Anchorer:
         started = time.perf_counter()
         ipfs = self._client()
         blocks: list[tuple[CID, bytes]] = [
-            (CID.for_block(DAG_CBOR, r.data), r.data) for r in self.spool.records_of_batch(batch)
+            (CID(1, DAG_CBOR, r.hash), r.data) for r in self.spool.records_of_batch(batch)
         ]
         manifest_cid = CID.parse(batch.manifest_cid)
         blocks.append((manifest_cid, batch.manifest))
@@ -241,6 +241,7 @@ class Anchorer:
         except IpfsError:
             ipfs.put_blocks(blocks, pin_roots=[])
             ipfs.pin_direct([cid for cid, _ in blocks])
+        ipfs.persist()  # durable before the anchor names them (see IpfsClient.persist)
         faults.crash_point("after-ipfs-write")
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))

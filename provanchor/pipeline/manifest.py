@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from provanchor.codec import dagcbor
 from provanchor.errors import RecordError
@@ -69,12 +70,17 @@ class Manifest:
             "prev": prev,
         }
 
-    def encode(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:
         return dagcbor.encode(self.to_wire())
+
+    def encode(self) -> bytes:
+        """The canonical bytes (encoded once: a batch's manifest is needed for its CID and its block)."""
+        return self._encoded
 
     @property
     def cid(self) -> CID:
-        return CID.for_block(DAG_CBOR, self.encode())
+        return CID.for_block(DAG_CBOR, self._encoded)
 
 
 def decode_manifest(data: bytes) -> Manifest:

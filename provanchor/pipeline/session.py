@@ -185,7 +185,8 @@ class AgentSession:
     def anchorer(self) -> Anchorer:
         if self._anchorer is None:
             ledger = LedgerClient(self.network.rpc_url, self.network.contract, self.account)
-            self._anchorer = Anchorer(self.spool, ledger, IpfsClient(self.network.ipfs_api), self.batch_size)
+            ipfs = IpfsClient(self.network.ipfs_api, repo=self.network.ipfs_repo)
+            self._anchorer = Anchorer(self.spool, ledger, ipfs, self.batch_size)
         return self._anchorer
 
     def flush(self, timeout: float = 120.0) -> AnchorStatus | None:

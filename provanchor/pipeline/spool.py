@@ -136,6 +136,9 @@ class Spool:
         self.path = path
         self.readonly = readonly
         self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._local = threading.local()
         try:
             if readonly:
                 if not path.exists():
@@ -162,6 +165,29 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read from: the writer's inside this thread's transaction, else a reader's.
+
+        Reads outside a transaction go to a second connection (WAL lets it read
+        the last commit while a write transaction runs), so the anchorer's reads
+        never wait for the recorder's signing-and-commit, nor hold it up.
+        """
+        if getattr(self._local, "in_transaction", False) or self.readonly:
+            with self._lock:
+                yield self._db
+            return
+        with self._read_lock:
+            if self._reader is None:
+                uri = f"file:{quote(str(self.path))}?mode=ro"
+                self._reader = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                               timeout=30)
+            yield self._reader
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -178,6 +204,7 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise spool_error(self.path, exc) from exc
+            self._local.in_transaction = True
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -187,6 +214,8 @@ class Spool:
                 if isinstance(exc, sqlite3.Error):
                     raise spool_error(self.path, exc) from exc
                 raise
+            finally:
+                self._local.in_transaction = False
 
     def integrity_problems(self) -> list[str]:
         """What is wrong with this spool (empty when sound): SQLite's own check plus the log's invariants.
@@ -197,22 +226,22 @@ class Spool:
         overlap, and the log state's size is the last batch's end.
         """
         problems: list[str] = []
-        with self._lock:
-            for (line,) in self._db.execute("PRAGMA integrity_check").fetchall():
+        with self._read() as db:
+            for (line,) in db.execute("PRAGMA integrity_check").fetchall():
                 if line != "ok":
                     problems.append(f"sqlite: {line}")
-            count, low, high = self._db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM records").fetchone()
+            count, low, high = db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM records").fetchone()
             if count and (low != 0 or high != count - 1):
                 problems.append(f"records: seq runs {low}..{high} over {count} rows (a gap or a repeat)")
             expected_start = 0
-            for batch_id, start, end in self._db.execute("SELECT id, start_seq, end_seq FROM batches ORDER BY id"):
+            for batch_id, start, end in db.execute("SELECT id, start_seq, end_seq FROM batches ORDER BY id"):
                 if start != expected_start or end <= start:
                     problems.append(f"batch {batch_id}: covers {start}..{end}, expected to start at {expected_start}")
                 expected_start = end
-            row = self._db.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
+            row = db.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
             if (row[0] if row else 0) != expected_start:
                 problems.append(f"log state size {row[0] if row else 0} != end of the last batch {expected_start}")
-            unbatched_low = self._db.execute("SELECT MIN(seq) FROM records WHERE batch IS NULL").fetchone()[0]
+            unbatched_low = db.execute("SELECT MIN(seq) FROM records WHERE batch IS NULL").fetchone()[0]
             if unbatched_low is not None and unbatched_low != expected_start:
                 problems.append(f"first unbatched record is seq {unbatched_low}, the log ends at {expected_start}")
         return problems
@@ -220,8 +249,8 @@ class Spool:
     # ------------------------------------------------------------ meta
 
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -246,8 +275,8 @@ class Spool:
 
     def head(self) -> tuple[int, bytes | None]:
         """(next seq, hash of the last record or None)."""
-        with self._lock:
-            row = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:
             return 0, None
         return int(row[0]) + 1, bytes(row[1])
@@ -263,46 +292,46 @@ class Spool:
         )
 
     def unbatched(self, limit: int) -> list[SpooledRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT seq, hash, data, signature, spooled_ns FROM records WHERE batch IS NULL ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
         return [SpooledRecord(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), int(r[4])) for r in rows]
 
     def count_unbatched(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM records WHERE batch IS NULL").fetchone()[0])
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM records WHERE batch IS NULL").fetchone()[0])
 
     def oldest_unbatched_ns(self) -> int | None:
-        with self._lock:
-            row = self._db.execute("SELECT MIN(spooled_ns) FROM records WHERE batch IS NULL").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT MIN(spooled_ns) FROM records WHERE batch IS NULL").fetchone()
         return None if row[0] is None else int(row[0])
 
     def records_of_batch(self, batch: Batch) -> list[SpooledRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT seq, hash, data, signature, spooled_ns FROM records WHERE seq >= ? AND seq < ? ORDER BY seq",
                 (batch.start_seq, batch.end_seq),
             ).fetchall()
         return [SpooledRecord(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), int(r[4])) for r in rows]
 
     def record_by_seq(self, seq: int) -> SpooledRecord | None:
-        with self._lock:
-            r = self._db.execute(
+        with self._read() as db:
+            r = db.execute(
                 "SELECT seq, hash, data, signature, spooled_ns FROM records WHERE seq = ?", (seq,)
             ).fetchone()
         return None if r is None else SpooledRecord(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), int(r[4]))
 
     def count_records(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     # ------------------------------------------------------------ locations and contents
 
     def known_content(self, location: str) -> KnownContent | None:
-        with self._lock:
-            row = self._db.execute("SELECT sha256, size, cid FROM locations WHERE location = ?", (location,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT sha256, size, cid FROM locations WHERE location = ?", (location,)).fetchone()
         if row is None:
             return None
         return KnownContent(None if row[0] is None else bytes(row[0]), row[1], row[2])
@@ -325,8 +354,8 @@ class Spool:
             self.put_content(db, cid, data)
 
     def pending_contents(self) -> list[tuple[str, bytes]]:
-        with self._lock:
-            return [(str(c), bytes(d)) for c, d in self._db.execute("SELECT cid, data FROM contents").fetchall()]
+        with self._read() as db:
+            return [(str(c), bytes(d)) for c, d in db.execute("SELECT cid, data FROM contents").fetchall()]
 
     def drop_contents(self, cids: Sequence[str]) -> None:
         with self.transaction() as db:
@@ -335,8 +364,8 @@ class Spool:
     # ------------------------------------------------------------ Merkle log state
 
     def log_state(self) -> tuple[int, list[bytes]]:
-        with self._lock:
-            row = self._db.execute("SELECT size, frontier FROM log_state WHERE id = 1").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT size, frontier FROM log_state WHERE id = 1").fetchone()
         if row is None:
             return 0, []
         blob = bytes(row[1])
@@ -373,18 +402,18 @@ class Spool:
         if states:
             query += f" WHERE state IN ({','.join('?' * len(states))})"
             params = tuple(states)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id", params).fetchall()
         return [_batch(row) for row in rows]
 
     def last_batch(self) -> Batch | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM batches ORDER BY id DESC LIMIT 1").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT * FROM batches ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else _batch(row)
 
     def batch(self, batch_id: int) -> Batch | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return None if row is None else _batch(row)
 
     def mark_stored(self, batch_id: int) -> None:
@@ -407,11 +436,17 @@ class Spool:
                 (tx_hash, block, gas_used, anchored_ns, batch_id),
             )
 
+    def anchored_size(self) -> int:
+        """How many records are anchored (cheap: the last anchored batch's end)."""
+        with self._read() as db:
+            row = db.execute("SELECT COALESCE(MAX(end_seq), 0) FROM batches WHERE state = 'anchored'").fetchone()
+        return int(row[0])
+
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            records = int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
-            unbatched = int(self._db.execute("SELECT COUNT(*) FROM records WHERE batch IS NULL").fetchone()[0])
-            rows = self._db.execute("SELECT state, COUNT(*), COALESCE(MAX(end_seq), 0) FROM batches GROUP BY state")
+        with self._read() as db:
+            records = int(db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            unbatched = int(db.execute("SELECT COUNT(*) FROM records WHERE batch IS NULL").fetchone()[0])
+            rows = db.execute("SELECT state, COUNT(*), COALESCE(MAX(end_seq), 0) FROM batches GROUP BY state")
             by_state = {str(s): (int(n), int(m)) for s, n, m in rows.fetchall()}
         anchored_size = by_state.get("anchored", (0, 0))[1]
         return {

@@ -19,7 +19,6 @@ from typing import Any
 
 import requests
 from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
 
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient, checksum
@@ -27,6 +26,7 @@ from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, Co
 from provanchor.ipfs.cid import CID
 from provanchor.pipeline.manifest import Manifest, decode_manifest
 from provanchor.records import Eip712Domain
+from provanchor.records.signing import keccak
 from provanchor.verify.checks import (
     CHECK_ACTIVE,
     CHECK_BLOCKS,
