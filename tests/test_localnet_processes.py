@@ -7,8 +7,8 @@ SIGKILL any pid the test ever saw, even when the test fails.
 from __future__ import annotations
 
 import contextlib
-import json
 import fcntl
+import json
 import os
 import signal
 import threading
@@ -244,13 +244,13 @@ def test_kubo_lookup_takes_the_pinned_version_or_newer(monkeypatch: pytest.Monke
     pinned.unlink()
     newer_on_path = fake_ipfs(tmp_path / "path2" / "ipfs", "0.50.0")
     monkeypatch.setenv("PATH", f"{old_on_path.parent}:{newer_on_path.parent}")
-    with pytest.raises(ToolNotFound, match="0.28.0"):  # the first `ipfs` on PATH is the one considered
+    with pytest.raises(ToolNotFound, match=r"0\.28\.0"):  # the first `ipfs` on PATH is the one considered
         find_ipfs()
     monkeypatch.setenv("PATH", str(newer_on_path.parent))
     assert find_ipfs() == tools.IpfsTool(newer_on_path, "0.50.0")
 
     monkeypatch.setenv("PROVANCHOR_IPFS_BIN", str(old_on_path))
-    with pytest.raises(ToolNotFound, match="0.28.0"):  # an explicit choice that is too old is an error
+    with pytest.raises(ToolNotFound, match=r"0\.28\.0"):  # an explicit choice that is too old is an error
         find_ipfs()
     monkeypatch.setenv("PROVANCHOR_IPFS_BIN", str(tmp_path / "nope"))
     with pytest.raises(ToolNotFound, match="not an executable"):

@@ -232,7 +232,7 @@ def test_verify_passes_on_the_untouched_chain(scenario: Scenario) -> None:
     done = cli(scenario.home, "ml", "verify", scenario.evaluation.record_id, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(done.stdout)
-    assert data["ok"] is True and all(set(c) == {"name", "ok", "detail"} for c in data["checks"])
+    assert data["ok"] is True and all(set(c) == {"name", "ok", "detail", "status"} for c in data["checks"])
 
 
 @pytest.fixture

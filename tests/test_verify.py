@@ -130,7 +130,9 @@ def test_cli_verify_record_and_agent_json(network: NetworkDescriptor, honest: di
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(done.stdout)
     assert data["ok"] is True and data["checks"]
-    assert all(set(c) == {"name", "ok", "detail"} and c["ok"] for c in data["checks"])
+    assert all(
+        {"name", "ok", "detail", "status"} == set(c) and c["ok"] and c["status"] == "pass" for c in data["checks"]
+    )
     assert data["facts"]["seq"] == 3
     readable = cli("verify", "agent", str(honest["agent"]), *trust(network))
     assert readable.returncode == 0, readable.stdout + readable.stderr
@@ -255,8 +257,18 @@ def test_verify_all_and_audit_bundle_round_trip(
                    "--since", "1700000001", "--until", "1700000008", "-o", str(part), *trust(network), "--json")
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["records"] == 3  # seq 1, 4, 7
-    checked = cli("audit", "verify", str(part), "--rpc", network.rpc_url, "--contract", network.contract)
-    assert checked.returncode == 0, checked.stdout
+    # Without IPFS nobody can tell whether another record matched the selection: unproven, never a pass.
+    checked = cli("audit", "verify", str(part), "--rpc", network.rpc_url, "--contract", network.contract, "--json")
+    assert checked.returncode == 3, checked.stdout
+    data = json.loads(checked.stdout)
+    assert data["ok"] is False and data["verdict"] == "unproven" and data["facts"]["complete"] == "unproven"
+    assert [c["status"] for c in data["checks"] if c["name"] == "bundle complete"] == ["unproven"]
+    human = cli("audit", "verify", str(part), "--rpc", network.rpc_url, "--contract", network.contract)
+    assert "every check passed" not in human.stdout and "UNPROVEN" in human.stdout
+    # With IPFS the records left out are read: none matches, so the selection is proven complete.
+    proven = cli("audit", "verify", str(part), *trust(network), "--json")
+    assert proven.returncode == 0, proven.stdout
+    assert json.loads(proven.stdout)["facts"]["complete"] == "proven"
 
 
 def test_bad_input_is_one_line_and_never_a_pass(

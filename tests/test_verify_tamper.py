@@ -24,14 +24,14 @@ from provanchor.errors import ContractError
 from provanchor.home import Home
 from provanchor.identity import unlock
 from provanchor.ipfs.car import read_car, write_car
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys
 from provanchor.network import NetworkDescriptor, load_network
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Eip712Domain, Op, RecordSigner
 from provanchor.verify.api import VerifyContext, verify_agent, verify_record
-from provanchor.verify.bundle import Selection, export_bundle, verify_bundle
+from provanchor.verify.bundle import Selection, _levels, _proof, export_bundle, verify_bundle
 from provanchor.verify.forge import Entry, LogWriter
 from provanchor.verify.report import Report
 
@@ -345,3 +345,79 @@ def test_anchored_manifest_that_is_not_a_manifest(
     assert "inclusion proof" in failed(report)
     single = verify_record(ctx, entries[1].cid.encode())
     assert {"signature", "inclusion proof", "manifest matches checkpoint"} <= failed(single)
+
+
+# ------------------------------------------------------------------ issue 14: what an auditor found
+
+
+@pytest.mark.parametrize("kind", ["raw", "v0"])
+def test_a_record_named_by_the_wrong_kind_of_cid_fails_every_verifier(
+    net_home: Home, network: NetworkDescriptor, ipfs: IpfsClient, ctx: VerifyContext, tmp_path: Path, kind: str
+) -> None:
+    """The manifest names record 1 by a raw-codec CIDv1 or a CIDv0 with the right digest: refused, named."""
+    writer = new_writer(net_home, network, ipfs, tmp_path, f"wrongcid-{kind}")
+    entries = [writer.record(change(i, kind)) for i in range(3)]
+    digest = entries[1].cid.digest
+    wrong = CID(1, RAW, digest) if kind == "raw" else CID(0, DAG_PB, digest)
+    cids = [e.cid for e in entries]
+    cids[1] = wrong
+    writer.publish(entries, cids=cids)  # Kubo keys blocks by digest: the wrong CID even fetches the bytes
+    report = verify_agent(ctx, writer.agent)
+    assert "manifest matches checkpoint" in failed(report)
+    detail = next(c.detail for c in report.failures() if c.name == "manifest matches checkpoint")
+    assert "manifest record 1 (log position 1)" in detail and "CIDv1 dag-cbor" in detail
+    assert not verify_record(ctx, entries[1].cid.encode()).ok
+    assert not verify_record(ctx, entries[0].cid.encode()).ok  # the whole checkpoint is unusable
+
+    # The same manifest in a hand-made bundle (the exporter refuses to make one): refused too.
+    manifest = writer.manifests[-1]
+    levels = _levels([merkle.leaf_hash(e.cid.digest) for e in entries])
+    proofs = dagcbor.encode({"records": [[p, b"".join(_proof(levels, p))] for p in range(3)]})
+    proofs_cid = CID.for_block(DAG_CBOR, proofs)
+    anchor = ctx.chain.ledger.checkpoint(writer.agent, 0)
+    root = dagcbor.encode({
+        "type": "provanchor/audit-bundle", "v": 2, "chain_id": network.chain_id,
+        "contract": network.contract.lower(), "agent": writer.agent, "scope": "log",
+        "selection": {"location": None, "since": None, "until": None, "content": False},
+        "checkpoints": [{"index": 0, "size": anchor.size, "root": anchor.root, "manifest": manifest.cid}],
+        "proofs": [proofs_cid], "records": 3, "contents": [], "created": 1,
+    })
+    bundle = tmp_path / "wrong-cid.car"
+    with bundle.open("wb") as out:
+        write_car([CID.for_block(DAG_CBOR, root)], [
+            (CID.for_block(DAG_CBOR, root), root), (manifest.cid, manifest.encode()), (proofs_cid, proofs),
+            *((c, e.data) for c, e in zip(cids, entries, strict=True)),
+        ], out)
+    bundle_report = verify_bundle(ctx.chain, bundle)
+    assert "manifest matches checkpoint" in failed(bundle_report)
+
+
+def test_a_bundle_that_silently_lost_a_record_fails(
+    honest: tuple[LogWriter, list[Entry], Path], ctx: VerifyContext, tmp_path: Path
+) -> None:
+    """Drop a record block and its proof entry, re-encode the proof and (unsigned) root blocks: caught."""
+    _, entries, bundle = honest
+    victim = entries[4]
+    with bundle.open("rb") as handle:
+        roots, sections = read_car(handle)
+        blocks = dict(sections)
+    root_wire = dagcbor.decode(blocks.pop(roots[0]))
+    assert root_wire["scope"] == "log"
+    new_proof_blocks = []
+    for proof_cid in root_wire["proofs"]:
+        wire = dagcbor.decode(blocks.pop(proof_cid))
+        wire["records"] = [entry for entry in wire["records"] if entry[0] != 4]
+        data = dagcbor.encode(wire)
+        new_proof_blocks.append((CID.for_block(DAG_CBOR, data), data))
+    del blocks[victim.cid]
+    root_wire["proofs"] = [cid for cid, _ in new_proof_blocks]
+    root_wire["records"] -= 1
+    root = dagcbor.encode(root_wire)
+    forged = tmp_path / "lost.car"
+    with forged.open("wb") as out:
+        root_cid = CID.for_block(DAG_CBOR, root)
+        write_car([root_cid], [(root_cid, root), *new_proof_blocks, *blocks.items()], out)
+    report = verify_bundle(ctx.chain, forged)
+    assert failed(report) == {"bundle complete"}
+    assert "4" in next(c.detail for c in report.failures())
+    assert report.facts["complete"] == "failed"

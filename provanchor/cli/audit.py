@@ -83,14 +83,24 @@ def export_cmd(
               help="Chain JSON-RPC URL (trusted; default: network.json's, said so in the report).")
 @click.option("--contract", default=None, metavar="ADDRESS",
               help="Ledger contract address (trusted; default: network.json's).")
+@click.option("--ipfs", "ipfs_api", default=None, metavar="API",
+              help="Optional, for a selective bundle: read the records it leaves out to prove none matches.")
 @json_option
 @click.pass_context
-def verify_cmd(ctx: click.Context, bundle: str, rpc_url: str | None, contract: str | None, as_json: bool) -> None:
-    """Verify BUNDLE against the roots on the chain, with no IPFS."""
+def verify_cmd(
+    ctx: click.Context, bundle: str, rpc_url: str | None, contract: str | None, ipfs_api: str | None, as_json: bool
+) -> None:
+    """Verify BUNDLE against the roots on the chain (no IPFS needed, except to prove a selection complete)."""
     from provanchor.verify.bundle import verify_bundle
     from provanchor.verify.log import Chain
+    from provanchor.verify.sources import IpfsSource
     from provanchor.verify.trust import TrustBase
 
-    trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, needs_blocks=False)
-    report = verify_bundle(Chain(trust.rpc_url, trust.contract), bundle)
+    trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, ipfs_api, needs_blocks=False)
+    source = IpfsSource(ipfs_api) if ipfs_api is not None else None
+    try:
+        report = verify_bundle(Chain(trust.rpc_url, trust.contract), bundle, ipfs=source)
+    finally:
+        if source is not None:
+            source.close()
     finish(ctx, trust.annotate(report), as_json)

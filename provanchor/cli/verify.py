@@ -18,7 +18,7 @@ import click
 
 from provanchor.cli.context import app, emit_json, json_option
 from provanchor.cli.progress import progress_bar
-from provanchor.verify.report import Report
+from provanchor.verify.report import Report, exit_code
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -74,14 +74,15 @@ def open_context(ctx: click.Context, **trust: Any) -> _Opened:
 
 
 def finish(ctx: click.Context, report: Report, as_json: bool, opened: _Opened | None = None) -> None:
-    """Print the report (with its trust base) and exit 0 exactly when every check passed."""
+    """Print the report (with its trust base); exit 0 exactly when every check passed, 1 when one failed,
+    3 when nothing failed but a claim is unproven."""
     if opened is not None:
         opened.trust.annotate(report)
     if as_json:
         emit_json(report.to_json())
     else:
         click.echo(report.render())
-    ctx.exit(0 if report.ok else 1)
+    ctx.exit(exit_code(report))
 
 
 @click.group()

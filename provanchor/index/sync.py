@@ -34,7 +34,7 @@ from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError
 from provanchor.index.store import Checkpoint, IndexedInput, IndexStore, record_id
-from provanchor.ipfs.cid import CID
+from provanchor.ipfs.cid import CID, RECORD_LINK, link_problem
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import NetworkDescriptor
 from provanchor.pipeline.manifest import decode_manifest
@@ -193,7 +193,12 @@ class Indexer:
 
     def _prefetch(self, events: list[Any]) -> dict[CID, bytes | Exception]:
         """A round's manifests, then all their records: two pipelined reads for many checkpoints."""
-        manifests = [CID.parse(bytes(event["args"]["manifestCid"])) for event in events]
+        manifests = []
+        for event in events:
+            with contextlib.suppress(ProvanchorError, ValueError, IndexError):
+                cid = CID.parse(bytes(event["args"]["manifestCid"]))
+                if link_problem(cid, RECORD_LINK, "manifest") is None:
+                    manifests.append(cid)
         found: dict[CID, bytes | Exception] = dict(zip(manifests, self._fetch_all(manifests), strict=True))
         records: list[CID] = []
         for cid in manifests:
@@ -218,9 +223,14 @@ class Indexer:
         size, root = int(args["size"]), bytes(args["root"])
         block = int(event["blockNumber"])
         tx = bytes(event["transactionHash"])
-        manifest_cid = CID.parse(bytes(args["manifestCid"]))
+        try:
+            manifest_cid = CID.parse(bytes(args["manifestCid"]))
+            wrong = link_problem(manifest_cid, RECORD_LINK, "the chain's manifest CID")
+        except (ProvanchorError, ValueError, IndexError) as exc:
+            manifest_cid, wrong = None, f"the chain's manifest CID does not parse ({exc})"
         timestamp = self.ledger.checkpoint(agent, index).timestamp
-        checkpoint = Checkpoint(agent, index, size, root, manifest_cid.encode(), block, tx, timestamp * 10**9)
+        shown = manifest_cid.encode() if manifest_cid is not None else bytes(args["manifestCid"]).hex()
+        checkpoint = Checkpoint(agent, index, size, root, shown, block, tx, timestamp * 10**9)
 
         def problem(reason: str, seq: int | None = None, rid: str | None = None) -> None:
             self.store.add_problem(reason, agent=agent, seq=seq, record_id=rid, checkpoint=index)
@@ -231,12 +241,14 @@ class Indexer:
         if not self.ledger.agent_active_at_block(agent, block):
             problem(f"agent was not active at block {block}, where checkpoint {index} was anchored")
         try:
+            if manifest_cid is None or wrong is not None:
+                raise RecordError(wrong or "no manifest CID")
             manifest_bytes = fetched.get(manifest_cid) or self.ipfs.get_block(manifest_cid)
             if isinstance(manifest_bytes, Exception):
                 raise manifest_bytes
             manifest = decode_manifest(manifest_bytes)
         except (BlockNotFound, BlockMismatch, RecordError) as exc:
-            problem(f"manifest {manifest_cid} unusable: {exc}")
+            problem(f"manifest {shown} unusable: {exc}")
             self.store.add_checkpoint(checkpoint)
             self._advance(state, index, size, None, None)
             return

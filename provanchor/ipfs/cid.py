@@ -189,3 +189,30 @@ class CID:
 
     def __str__(self) -> str:
         return self.encode()
+
+
+# ------------------------------------------------------------------ which CIDs each link may be
+
+RECORD_LINK = frozenset({DAG_CBOR})
+"""A record, a manifest, a snapshot manifest, a bundle's proof block: CIDv1 dag-cbor, nothing else."""
+CONTENT_LINK = frozenset({RAW, DAG_PB})
+"""File content as UnixFS makes it: a raw leaf (small files) or a dag-pb node, CIDv1."""
+DIRECTORY_LINK = frozenset({DAG_PB})
+"""A UnixFS directory (or HAMT shard): dag-pb, CIDv1."""
+
+
+def link_problem(cid: CID, allowed: frozenset[int], what: str) -> str | None:
+    """Why `cid` cannot be the link `what` (None when it can): only CIDv1 with an allowed codec.
+
+    Comparing digests alone is not enough: a raw-codec CIDv1 or a CIDv0 can
+    carry a record's digest, and other IPLD tools would then read opaque bytes
+    or fail to pin. Every link a provanchor format defines names exactly one
+    kind of block.
+    """
+    wanted = " or ".join(_CODECS[c] for c in sorted(allowed))
+    if cid.version != 1:
+        return f"{what} is a CIDv0 ({cid.encode()}): it must be a CIDv1 {wanted} CID"
+    if cid.codec not in allowed:
+        return f"{what} is a {_CODECS[cid.codec]} CID ({cid.encode()}): it must be a CIDv1 {wanted} CID"
+    return None
+

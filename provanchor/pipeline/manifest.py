@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from provanchor.codec import dagcbor
-from provanchor.errors import RecordError
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.errors import InvalidCid, RecordError
+from provanchor.ipfs.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
 
 MANIFEST_TYPE = "provanchor/batch"
 MANIFEST_VERSION = 1
@@ -117,6 +117,11 @@ def decode_manifest(data: bytes) -> Manifest:
     signatures = wire["signatures"]
     if not isinstance(records, list) or not all(isinstance(c, CID) for c in records):
         raise RecordError("manifest records must be a list of CIDs", field="records")
+    start = wire["start"] if isinstance(wire["start"], int) and not isinstance(wire["start"], bool) else 0
+    for position, cid in enumerate(records):
+        problem = link_problem(cid, RECORD_LINK, f"manifest record {position} (log position {start + position})")
+        if problem is not None:
+            raise RecordError(problem, field="records")
     if not isinstance(signatures, list) or not all(isinstance(s, bytes) and len(s) == 65 for s in signatures):
         raise RecordError("manifest signatures must be 65-byte strings", field="signatures")
     if len(records) != len(signatures):
@@ -134,9 +139,21 @@ def decode_manifest(data: bytes) -> Manifest:
     if prev is not None:
         if not isinstance(prev, dict) or set(prev) != {"index", "size", "root", "manifest"}:
             raise RecordError("manifest prev must be {index, size, root, manifest}", field="prev")
-        if not isinstance(prev["manifest"], str) or not isinstance(prev["root"], bytes):
+        if (
+            not isinstance(prev["manifest"], str)
+            or not isinstance(prev["root"], bytes)
+            or len(prev["root"]) != 32
+            or not all(type(prev[key]) is int and prev[key] >= 0 for key in ("index", "size"))
+        ):
             raise RecordError("manifest prev has wrong types", field="prev")
-        previous = PreviousCheckpoint(int(prev["index"]), int(prev["size"]), prev["root"], CID.parse(prev["manifest"]))
+        try:
+            previous_cid = CID.parse(prev["manifest"])
+        except InvalidCid as exc:
+            raise RecordError(f"manifest prev.manifest is not a CID: {exc}", field="prev") from None
+        problem = link_problem(previous_cid, RECORD_LINK, "manifest prev.manifest")
+        if problem is not None:
+            raise RecordError(problem, field="prev")
+        previous = PreviousCheckpoint(prev["index"], prev["size"], prev["root"], previous_cid)
     return Manifest(
         agent=str(wire["agent"]),
         chain_id=int(wire["chain_id"]),

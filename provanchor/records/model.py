@@ -27,7 +27,7 @@ from eth_utils.address import is_checksum_address
 
 from provanchor.codec.dagcbor import MAX_DEPTH, DagCborError, decode, encode
 from provanchor.errors import RecordError
-from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
+from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_CBOR, RAW, link_problem
 from provanchor.merkle import leaf_hash
 from provanchor.records.codehash import CodeIdentity
 from provanchor.records.commitments import Commitment, is_commitment_wire
@@ -162,6 +162,8 @@ def _canonical(value: object, name: str, depth: int) -> None:
     if value is None or isinstance(value, bool | bytes | CID):
         if isinstance(value, bytes) and type(value) is not bytes:
             raise _fail(name, f"bytes subclasses are not allowed: {type(value).__name__}")
+        if isinstance(value, CID) and value.version != 1:  # a link names one block: never a CIDv0 alias
+            raise _fail(name, f"links are CIDv1, got the CIDv0 {value.encode()}")
         return
     if isinstance(value, float):
         raise _fail(name, "floats are not allowed; store numbers as integers (scaled) or strings")
@@ -284,6 +286,9 @@ class ContentRef:
         if self.cid is not None:
             if not isinstance(self.cid, CID):
                 raise _fail("cid", f"must be a CID or None, got {self.cid!r:.80}")
+            problem = link_problem(self.cid, CONTENT_LINK, "the content's CID")
+            if problem is not None:
+                raise _fail("cid", problem)
             if self.cid.codec == RAW and self.cid.digest != self.sha256:
                 raise _fail("cid", "a raw CID's digest must equal the content's sha256")
 

@@ -22,7 +22,7 @@ from typing import cast
 from provanchor import merkle
 from provanchor.codec import dagcbor
 from provanchor.errors import RecordError
-from provanchor.ipfs.cid import CID
+from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_PB, DIRECTORY_LINK, link_problem
 from provanchor.snapshot.tree import EntryKind, FileEntry, TreeResult
 
 __all__ = [
@@ -174,6 +174,11 @@ def _entry(raw: object, index: int) -> FileEntry:
     target = raw["target"]
     if cid is not None and not isinstance(cid, CID):
         raise _fail(f"{where}.cid", "must be a CID or null")
+    if cid is not None:
+        allowed = CONTENT_LINK if kind == "file" else DIRECTORY_LINK if kind == "dir" else frozenset({DAG_PB})
+        problem = link_problem(cid, allowed, f"{where}.cid")
+        if problem is not None:
+            raise _fail(f"{where}.cid", problem.removeprefix(f"{where}.cid "))
     if kind == "file":
         if not isinstance(sha256, bytes) or len(sha256) != 32:
             raise _fail(f"{where}.sha256", "must be 32 bytes for a file")
@@ -216,6 +221,9 @@ def decode_snapshot_manifest(data: bytes) -> SnapshotManifest:
     root = obj["root"]
     if not isinstance(root, CID):
         raise _fail("root", "must be a CID")
+    problem = link_problem(root, DIRECTORY_LINK, "root")
+    if problem is not None:
+        raise _fail("root", problem.removeprefix("root "))
     time = _int(obj["time"], "time")
     agent = _str(obj["agent"], "agent")
     checkpoint = obj["checkpoint"]

@@ -35,7 +35,7 @@ from provanchor import merkle
 from provanchor.codec import dagcbor
 from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
 from provanchor.ipfs.car import CarError, read_car, write_car
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_CBOR, RECORD_LINK, link_problem
 from provanchor.pipeline.manifest import decode_manifest
 from provanchor.progress import ProgressFn
 from provanchor.records import Record, decode_record
@@ -58,7 +58,10 @@ from provanchor.verify.sources import BlockSource, MemorySource, dag_blocks
 __all__ = ["BUNDLE_TYPE", "ExportSummary", "Selection", "export_bundle", "verify_bundle"]
 
 BUNDLE_TYPE = "provanchor/audit-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # v2 states its scope; v1 bundles are still read (their scope follows from the selection)
+SCOPE_LOG = "log"  # every record of the agent up to the last checkpoint listed
+SCOPE_SELECTION = "selection"  # the records matching `selection`, and only the verifier can prove "all of them"
+CHECK_COMPLETE = "bundle complete"
 PROOFS_PER_BLOCK = 1024
 CONTRACT_SAMPLE = 8
 CHECK_BUNDLE = "bundle matches the chain"
@@ -89,6 +92,25 @@ class Selection:
             "until": self.until_ns,
             "content": self.with_content,
         }
+
+    @property
+    def selective(self) -> bool:
+        """Whether it leaves records out (a location or a time window): then the bundle is a selection."""
+        return self.location is not None or self.since_ns is not None or self.until_ns is not None
+
+    @classmethod
+    def from_wire(cls, wire: object) -> Selection:
+        if not isinstance(wire, dict) or set(wire) != {"location", "since", "until", "content"}:
+            raise UsageError("malformed audit bundle root: selection must be {location, since, until, content}")
+        location, since, until, content = wire["location"], wire["since"], wire["until"], wire["content"]
+        if location is not None and not isinstance(location, str):
+            raise UsageError("malformed audit bundle root: selection.location must be a string or null")
+        for value in (since, until):
+            if value is not None and (type(value) is not int or value < 0):
+                raise UsageError("malformed audit bundle root: selection times must be integers (ns) or null")
+        if type(content) is not bool:
+            raise UsageError("malformed audit bundle root: selection.content must be a boolean")
+        return cls(location, since, until, content)
 
 
 def _location_matches(location: str, wanted: str) -> bool:
@@ -203,6 +225,7 @@ def export_bundle(
         "chain_id": chain.chain_id,
         "contract": chain.contract.lower(),
         "agent": log.agent,
+        "scope": SCOPE_SELECTION if selection.selective else SCOPE_LOG,
         "selection": selection.to_wire(),
         "checkpoints": [
             {"index": a.index, "size": a.size, "root": a.root, "manifest": cid}
@@ -267,10 +290,12 @@ class _counting:
 
 @dataclass(frozen=True)
 class _BundleRoot:
+    version: int
     chain_id: int
     contract: str
     agent: str
-    selection: dict[str, object]
+    scope: str
+    selection: Selection
     checkpoints: list[dict[str, object]]
     proofs: list[CID]
     records: int
@@ -282,6 +307,9 @@ def read_bundle(handle: BinaryIO) -> tuple[CID, MemorySource, str | None]:
     roots, sections = read_car(handle)
     if len(roots) != 1:
         raise CarError(f"not a provanchor audit bundle: the CAR has {len(roots)} roots, a bundle has one")
+    problem = link_problem(roots[0], RECORD_LINK, "the CAR's root")
+    if problem is not None:
+        raise CarError(f"not a provanchor audit bundle: {problem}")
     source = MemorySource(description="bundle")
     try:
         for cid, data in sections:
@@ -291,33 +319,63 @@ def read_bundle(handle: BinaryIO) -> tuple[CID, MemorySource, str | None]:
     return roots[0], source, None
 
 
+_ROOT_KEYS_V1 = {"type", "v", "chain_id", "contract", "agent", "selection", "checkpoints", "proofs", "records",
+                 "contents", "created"}
+_ROOT_KEYS = _ROOT_KEYS_V1 | {"scope"}
+
+
 def _decode_root(data: bytes) -> _BundleRoot:
+    """The root block, strictly: exact keys and types, every link the kind of CID it must be."""
     try:
         wire = dagcbor.decode(data)
     except ValueError as exc:
         raise UsageError(f"not a provanchor audit bundle: its root block is not DAG-CBOR ({exc})") from None
-    if not isinstance(wire, dict) or wire.get("type") != BUNDLE_TYPE or wire.get("v") != BUNDLE_VERSION:
-        raise UsageError("not a provanchor audit bundle (version 1): its root block has another type")
-    try:
-        bundle = _BundleRoot(
-            int(wire["chain_id"]),
-            str(wire["contract"]),
-            str(wire["agent"]),
-            dict(wire["selection"]),
-            [dict(c) for c in wire["checkpoints"]],
-            list(wire["proofs"]),
-            int(wire["records"]),
-            list(wire["contents"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"malformed audit bundle root: {exc}") from None
-    if not all(isinstance(c, CID) for c in bundle.proofs + bundle.contents):
-        raise UsageError("malformed audit bundle root: proofs and contents must be CIDs")
-    return bundle
+    if not isinstance(wire, dict) or wire.get("type") != BUNDLE_TYPE or wire.get("v") not in (1, BUNDLE_VERSION):
+        raise UsageError("not a provanchor audit bundle (version 1 or 2): its root block has another type")
+    version = wire["v"]
+    expected = _ROOT_KEYS if version == BUNDLE_VERSION else _ROOT_KEYS_V1
+    if set(wire) != expected:
+        raise UsageError(f"malformed audit bundle root: keys {sorted(wire)}, expected {sorted(expected)}")
+    selection = Selection.from_wire(wire["selection"])
+    scope = wire["scope"] if version == BUNDLE_VERSION else (SCOPE_SELECTION if selection.selective else SCOPE_LOG)
+    if scope not in (SCOPE_LOG, SCOPE_SELECTION) or (scope == SCOPE_LOG and selection.selective):
+        raise UsageError(f"malformed audit bundle root: scope {scope!r} does not fit its selection")
+    checkpoints, proofs, contents = wire["checkpoints"], wire["proofs"], wire["contents"]
+    if not isinstance(checkpoints, list) or not all(isinstance(c, dict) for c in checkpoints):
+        raise UsageError("malformed audit bundle root: checkpoints must be a list of maps")
+    for name, value in (("chain_id", wire["chain_id"]), ("records", wire["records"]), ("created", wire["created"])):
+        if type(value) is not int or value < 0:
+            raise UsageError(f"malformed audit bundle root: {name} must be a non-negative integer")
+    if not isinstance(wire["contract"], str) or not isinstance(wire["agent"], str):
+        raise UsageError("malformed audit bundle root: contract and agent must be strings")
+    if not isinstance(proofs, list) or not isinstance(contents, list):
+        raise UsageError("malformed audit bundle root: proofs and contents must be lists of CIDs")
+    links = [(c, RECORD_LINK, f"proof block {i}") for i, c in enumerate(proofs)]
+    links += [(c, CONTENT_LINK, f"content {i}") for i, c in enumerate(contents)]
+    links += [(c.get("manifest"), RECORD_LINK, f"checkpoint {i}'s manifest") for i, c in enumerate(checkpoints)]
+    for cid, allowed, what in links:
+        if not isinstance(cid, CID):
+            raise UsageError(f"malformed audit bundle root: {what} is not a CID")
+        problem = link_problem(cid, allowed, what)
+        if problem is not None:
+            raise UsageError(f"malformed audit bundle root: {problem}")
+    return _BundleRoot(
+        version, wire["chain_id"], wire["contract"], wire["agent"], scope, selection, checkpoints,
+        proofs, wire["records"], contents,
+    )
 
 
-def verify_bundle(chain: Chain, path: str | os.PathLike[str], workers: int | None = None) -> Report:
-    """Verify a bundle with no IPFS at all: every claim against the chain's roots."""
+def verify_bundle(
+    chain: Chain, path: str | os.PathLike[str], workers: int | None = None, ipfs: BlockSource | None = None
+) -> Report:
+    """Verify a bundle against the chain's roots; nothing it says about itself is believed.
+
+    A bundle of an agent's whole log (scope "log") must hold every record up
+    to its last checkpoint, each with its proof, or it fails. A selection
+    (a location, a time window) is proven complete only when `ipfs` is given:
+    the records the manifests list and the bundle leaves out are fetched and
+    none may match the selection. Without it that claim is unproven, never a pass.
+    """
     file_path = Path(path)
     if not file_path.is_file():
         raise UsageError(f"no bundle at {file_path}")
@@ -331,7 +389,9 @@ def verify_bundle(chain: Chain, path: str | os.PathLike[str], workers: int | Non
         bundle = _decode_root(source.get(root))
     except BlockNotFound:
         raise UsageError(f"not a provanchor audit bundle: its root block {root} is missing") from None
-    report.facts.update({"root": root.encode(), "agent": bundle.agent, "selection": bundle.selection})
+    report.facts.update(
+        {"root": root.encode(), "agent": bundle.agent, "scope": bundle.scope, "selection": bundle.selection.to_wire()}
+    )
     if (bundle.chain_id, bundle.contract.lower()) != (chain.chain_id, chain.contract.lower()):
         report.failed(
             CHECK_BUNDLE,
@@ -347,9 +407,69 @@ def verify_bundle(chain: Chain, path: str | os.PathLike[str], workers: int | Non
     records = _bundle_records(report, log, source, bundle, last)
     report.facts.update({"checkpoints": last + 1, "records": len(records)})
     _record_checks(report, log, records, workers)
-    if bundle.selection.get("content"):
+    _completeness(report, log, bundle, records, last, ipfs)
+    if bundle.selection.with_content:
         check_contents(report, source, [(position, data) for position, _, _, data in records if data is not None])
     return report
+
+
+def _completeness(
+    report: Report,
+    log: AgentLog,
+    bundle: _BundleRoot,
+    records: list[tuple[int, CID | None, bytes, bytes | None]],
+    last: int,
+    ipfs: BlockSource | None,
+) -> None:
+    """Does the bundle hold every record it claims to: the whole log, or everything matching its selection?"""
+    size = log.anchors[last].size
+    held = {position for position, cid, _, data in records if cid is not None and data is not None}
+    absent = [position for position in range(size) if position not in held]
+    if bundle.scope == SCOPE_LOG:
+        if absent:
+            shown = ", ".join(map(str, absent[:5])) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            report.failed(CHECK_COMPLETE, f"a bundle of the whole log lacks record(s) {shown} of the {size} anchored")
+            report.facts["complete"] = "failed"
+        else:
+            report.passed(CHECK_COMPLETE, f"every one of the {size} records up to checkpoint {last}, with its proof")
+            report.facts["complete"] = "proven"
+        return
+    unknown = [p for p in absent if p >= len(log.cids) or not log.known(p)]
+    if ipfs is None:
+        report.unproven(
+            CHECK_COMPLETE,
+            f"the bundle is a selection ({len(held)} of {size} records); proving that no record it leaves out "
+            "matches the selection needs those records: give --ipfs",
+        )
+        report.facts["complete"] = "unproven"
+        return
+    fetched = ipfs.get_many([log.cids[p] for p in absent if p not in unknown])
+    matching: list[int] = []
+    unreadable: list[int] = list(unknown)
+    for position, result in zip([p for p in absent if p not in unknown], fetched, strict=True):
+        if isinstance(result, Exception):
+            unreadable.append(position)
+            continue
+        try:
+            record = decode_record(result)
+        except RecordError:
+            unreadable.append(position)
+            continue
+        if bundle.selection.matches(record):
+            matching.append(position)
+    if matching:
+        report.failed(CHECK_COMPLETE, f"record(s) {matching[:5]} match the selection but are not in the bundle")
+        report.facts["complete"] = "failed"
+    elif unreadable:
+        report.unproven(
+            CHECK_COMPLETE, f"{len(unreadable)} record(s) left out could not be read from IPFS: {unreadable[:5]}"
+        )
+        report.facts["complete"] = "unproven"
+    else:
+        report.passed(
+            CHECK_COMPLETE, f"the {len(absent)} record(s) left out were read from IPFS: none matches the selection"
+        )
+        report.facts["complete"] = "proven"
 
 
 def _match_checkpoints(report: Report, log: AgentLog, bundle: _BundleRoot) -> int | None:

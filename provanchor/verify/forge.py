@@ -79,6 +79,7 @@ class LogWriter:
         leaves: Sequence[bytes] | None = None,
         store: bool = True,
         extra_blocks: Sequence[tuple[CID, bytes]] = (),
+        cids: Sequence[CID] | None = None,
     ) -> Staged:
         """Prepare the next checkpoint: the manifest lists `entries`, the tree gets `leaves`.
 
@@ -99,7 +100,7 @@ class LogWriter:
             self.checkpoint,
             start,
             tree.root(),
-            [e.cid for e in entries],
+            list(cids) if cids is not None else [e.cid for e in entries],
             [e.signature for e in entries],
             self.previous,
         )
@@ -128,9 +129,13 @@ class LogWriter:
         leaves: Sequence[bytes] | None = None,
         store: bool = True,
         extra_blocks: Sequence[tuple[CID, bytes]] = (),
+        cids: Sequence[CID] | None = None,
     ) -> AnchorResult:
-        """Stage, anchor and wait: the contract's refusal is raised (ContractError) and nothing is committed."""
-        staged = self.stage(entries, leaves, store, extra_blocks)
+        """Stage, anchor and wait: the contract's refusal is raised (ContractError) and nothing is committed.
+
+        `cids` names the records in the manifest differently from their own CIDs (a forgery).
+        """
+        staged = self.stage(entries, leaves, store, extra_blocks, cids)
         result = self.ledger.wait_anchor(self.send(staged))
         self.commit(staged)
         return result

@@ -23,7 +23,7 @@ from eth_abi.abi import encode as abi_encode
 from provanchor import merkle
 from provanchor.chain.client import LedgerClient, checksum
 from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, ConfigError, RecordError, UsageError
-from provanchor.ipfs.cid import CID
+from provanchor.ipfs.cid import CID, RECORD_LINK, link_problem
 from provanchor.pipeline.manifest import Manifest, decode_manifest
 from provanchor.records import Eip712Domain
 from provanchor.records.signing import keccak
@@ -302,6 +302,10 @@ class AgentLog:
         tallies = self.tallies
         if anchor.manifest_cid is None:
             tallies[CHECK_MANIFEST].failed(f"{where}: the chain's manifest CID does not parse")
+            return None
+        wrong = link_problem(anchor.manifest_cid, RECORD_LINK, "the chain's manifest CID")
+        if wrong is not None:
+            tallies[CHECK_MANIFEST].failed(f"{where}: {wrong}")
             return None
         try:
             data = self._prefetched.pop(anchor.manifest_cid, None) or self.source.get(anchor.manifest_cid)
