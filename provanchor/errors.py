@@ -89,6 +89,13 @@ def _render(value: object) -> str:
     return str(value)
 
 
+class DagCborError(ProvanchorError, ValueError):
+    """A value cannot be encoded, or bytes are not the canonical DAG-CBOR of any value.
+
+    A ValueError too, so callers that parse untrusted bytes can catch either.
+    """
+
+
 class InvalidCid(UsageError):
     """A string or byte sequence that is not a CID provanchor understands."""
 

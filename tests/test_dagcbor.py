@@ -277,5 +277,8 @@ def test_key_cache_is_bounded() -> None:
     assert len(dagcbor._key_cache) <= dagcbor._KEY_CACHE_MAX
 
 
-def test_dagcbor_error_is_a_value_error() -> None:
+def test_dagcbor_error_is_a_typed_provanchor_error_and_a_value_error() -> None:
+    from provanchor.errors import ProvanchorError
+
     assert issubclass(DagCborError, ValueError)
+    assert issubclass(DagCborError, ProvanchorError)

@@ -29,7 +29,7 @@ sorted by the length of their encoded form then bytewise, and never repeat.
 
 from __future__ import annotations
 
-from provanchor.errors import InvalidCid
+from provanchor.errors import DagCborError, InvalidCid
 from provanchor.ipfs.cid import CID
 
 __all__ = ["MAX_DEPTH", "DagCborError", "decode", "encode"]
@@ -47,10 +47,6 @@ _NULL, _FALSE, _TRUE = 0xF6, 0xF4, 0xF5
 # with arbitrary keys must not grow it without limit.
 _KEY_CACHE_MAX = 4096
 _key_cache: dict[tuple[str, ...], tuple[tuple[bytes, str], ...]] = {}
-
-
-class DagCborError(ValueError):
-    """A value cannot be encoded, or bytes are not the canonical DAG-CBOR of any value."""
 
 
 # --------------------------------------------------------------------- encoding

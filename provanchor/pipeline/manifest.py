@@ -126,6 +126,9 @@ def decode_manifest(data: bytes) -> Manifest:
         raise RecordError("manifest signatures must be 65-byte strings", field="signatures")
     if len(records) != len(signatures):
         raise RecordError("manifest lists a different number of records and signatures", field="signatures")
+    for name in ("agent", "contract"):
+        if not isinstance(wire[name], str):
+            raise RecordError(f"manifest field {name} must be a string", field=name)
     for name in ("chain_id", "checkpoint", "start", "size"):
         if not isinstance(wire[name], int) or isinstance(wire[name], bool) or wire[name] < 0:
             raise RecordError(f"manifest field {name} must be a non-negative integer", field=name)

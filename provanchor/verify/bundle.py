@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from provanchor import merkle
 from provanchor.codec import dagcbor
-from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
+from provanchor.errors import BlockMismatch, BlockNotFound, DagCborError, RecordError, UsageError
 from provanchor.ipfs.car import CarError, read_car, write_car
 from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_CBOR, RECORD_LINK, link_problem
 from provanchor.pipeline.manifest import decode_manifest
@@ -55,7 +55,16 @@ from provanchor.verify.log import AgentLog, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
 from provanchor.verify.sources import BlockSource, MemorySource, dag_blocks
 
-__all__ = ["BUNDLE_TYPE", "ExportSummary", "Selection", "export_bundle", "verify_bundle"]
+__all__ = [
+    "BUNDLE_TYPE",
+    "ExportSummary",
+    "Selection",
+    "decode_bundle_root",
+    "decode_proof_block",
+    "export_bundle",
+    "read_bundle",
+    "verify_bundle",
+]
 
 BUNDLE_TYPE = "provanchor/audit-bundle"
 BUNDLE_VERSION = 2  # v2 states its scope; v1 bundles are still read (their scope follows from the selection)
@@ -324,7 +333,25 @@ _ROOT_KEYS_V1 = {"type", "v", "chain_id", "contract", "agent", "selection", "che
 _ROOT_KEYS = _ROOT_KEYS_V1 | {"scope"}
 
 
-def _decode_root(data: bytes) -> _BundleRoot:
+def decode_proof_block(data: bytes) -> list[tuple[int, bytes]]:
+    """A proof block's entries, (log position, concatenated audit path), strictly; UsageError otherwise."""
+    try:
+        wire = dagcbor.decode(data)
+    except DagCborError as exc:
+        raise UsageError(f"malformed proof block: not DAG-CBOR ({exc})") from None
+    if not isinstance(wire, dict) or set(wire) != {"records"} or not isinstance(wire["records"], list):
+        raise UsageError("malformed proof block: it must be a map {records: [[position, proof], ...]}")
+    entries: list[tuple[int, bytes]] = []
+    for number, entry in enumerate(wire["records"]):
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int and entry[0] >= 0):
+            raise UsageError(f"malformed proof block: entry {number} is not [non-negative position, proof bytes]")
+        if not isinstance(entry[1], bytes):
+            raise UsageError(f"malformed proof block: entry {number}'s proof is not a byte string")
+        entries.append((entry[0], entry[1]))
+    return entries
+
+
+def decode_bundle_root(data: bytes) -> _BundleRoot:
     """The root block, strictly: exact keys and types, every link the kind of CID it must be."""
     try:
         wire = dagcbor.decode(data)
@@ -386,7 +413,7 @@ def verify_bundle(
         report.failed(CHECK_BLOCKS, f"bundle block refused: {broken}")
         return report
     try:
-        bundle = _decode_root(source.get(root))
+        bundle = decode_bundle_root(source.get(root))
     except BlockNotFound:
         raise UsageError(f"not a provanchor audit bundle: its root block {root} is missing") from None
     report.facts.update(
@@ -508,23 +535,17 @@ def _bundle_records(
     size = log.anchors[last].size
     for proof_cid in bundle.proofs:
         try:
-            wire = dagcbor.decode(source.get(proof_cid))
-        except (BlockNotFound, ValueError) as exc:
+            block = source.get(proof_cid)
+        except BlockNotFound as exc:
             report.failed(CHECK_BLOCKS, f"proof block {proof_cid}: {exc}")
             continue
-        entries = wire.get("records") if isinstance(wire, dict) else None
-        if not isinstance(entries, list):
-            report.failed(CHECK_INCLUSION, f"proof block {proof_cid} is malformed")
+        try:
+            entries = decode_proof_block(block)
+        except UsageError as exc:
+            report.failed(CHECK_INCLUSION, f"proof block {proof_cid}: {exc}")
             continue
-        for entry in entries:
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)):
-                report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
-                continue
-            position, proof = entry
-            if not isinstance(proof, bytes):
-                report.failed(CHECK_INCLUSION, f"proof block {proof_cid} has a malformed entry")
-                continue
-            cid = log.cids[position] if 0 <= position < size else None
+        for position, proof in entries:
+            cid = log.cids[position] if position < size else None
             data = source.find(cid) if cid is not None else None
             out.append((position, cid, proof, data))
     if len(out) != bundle.records:
