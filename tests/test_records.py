@@ -127,11 +127,11 @@ def test_every_key_is_always_present() -> None:
     )
     wire = record.to_wire()
     assert set(wire) == set(WIRE_FIELDS)
-    assert len(WIRE_FIELDS) == 20
+    assert len(WIRE_FIELDS) == 21
     assert wire["user"] is None and wire["payload"] is None
     data = encode_record(record)
-    assert data[0] == 0xA0 | 20  # a map of all 20 keys
-    assert data.count(b"\xf6") == 12  # absent values are written as CBOR null, never omitted
+    assert data[0] == 0xA0 | 21  # a map of all 21 keys
+    assert data.count(b"\xf6") == 13  # absent values are written as CBOR null, never omitted
 
 
 def test_record_hash_is_the_cid_digest_and_leaf_rule() -> None:
@@ -168,8 +168,9 @@ def test_before_drops_its_cid() -> None:
 
 def test_code_hash_is_filled_and_follows_the_documented_rule() -> None:
     record = sample_record()
-    expected = hashlib.sha256(encode(sample_code().to_wire())).digest()
+    expected = hashlib.sha256(encode(sample_code().code_wire())).digest()
     assert record.code_hash == expected == code_hash(sample_code())
+    assert sample_code().code_wire() == {"exe": H1, "scripts": [H2], "image": None}  # content only
     # A verifier recomputes it from the decoded bytes alone.
     wire = decode_record(encode_record(record)).to_wire()
     assert hashlib.sha256(encode(wire["code"])).digest() == wire["code_hash"]
@@ -206,7 +207,7 @@ def test_records_are_hashable_and_comparable() -> None:
 
 
 BAD_FIELDS: list[tuple[str, dict[str, Any]]] = [
-    ("v", {"v": 2}),
+    ("v", {"v": 3}),
     ("v", {"v": True}),
     ("agent", {"agent": "0x1234"}),
     ("agent", {"agent": 5}),
@@ -359,7 +360,13 @@ WIRE_MUTATIONS: list[tuple[str, dict[str, Any]]] = [
     ("user", {"user": {"commitment": b"short"}}),
     ("host", {"host": {"commitment": H1, "salt": H2}}),
     ("payload", {"payload": "text"}),
-    ("v", {"v": 2}),
+    ("v", {"v": 3}),
+    ("invocation", {"v": 1}),  # a version 1 record has no invocation field
+    ("invocation", {"invocation": None}),
+    ("code", {"invocation": {"exe": "/x", "scripts": [], "argv": [], "cwd": None}}),  # scripts do not pair up
+    ("code", {"invocation": {"exe": None, "scripts": ["/s"], "argv": [], "cwd": None}}),  # exe set in code only
+    ("code", {"invocation": {"exe": "/x", "scripts": ["/s"], "argv": []}}),
+    ("invocation", {"code": None, "code_hash": H1}),  # an invocation without code
 ]
 
 
@@ -567,7 +574,7 @@ def test_identify_python_script(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["python3", "-m", "train"],
+        ["python3", "-m", "nosuchmodule"],
         ["python3", "-c", "import x", "train.py"],
         ["python3", "-", "train.py"],
         ["python3", "missing.py"],
@@ -605,9 +612,10 @@ def test_unreadable_executable_is_none_not_guessed(tmp_path: Path) -> None:
     sample_record(code=identity)  # still a valid record
 
 
-def test_docs_worked_example_is_current() -> None:
-    """docs/record-format.md shows the bytes and CID of this exact record."""
-    record = Record(
+def docs_example_record(version: int = 2) -> Record:
+    """The worked example of docs/record-format.md (version 1: the same record in the old layout)."""
+    return Record(
+        v=version,
         agent="0x00000000000000000000000000000000000000aa",
         seq=0,
         prev=None,
@@ -619,6 +627,11 @@ def test_docs_worked_example_is_current() -> None:
         capture=Capture(CaptureBackend.INOTIFY, False, "inotify does not report the writer"),
         mode=0o100644,
     )
+
+
+def test_docs_worked_example_is_current() -> None:
+    """docs/record-format.md shows the bytes and CID of this exact record."""
+    record = docs_example_record()
     doc = (Path(__file__).resolve().parent.parent / "docs" / "record-format.md").read_text()
     data = encode_record(record).hex()
     flat = "".join(doc.split())
@@ -655,3 +668,110 @@ def test_an_attributed_change_may_carry_a_note() -> None:
     note = Capture(CaptureBackend.FANOTIFY, True, "read after it settled")
     record = sample_record(capture=note)
     assert decode_record(encode_record(record)).capture == note
+
+
+# ------------------------------------------------------------------ code identity (record version 2, issue 15)
+
+
+def test_docs_code_hash_worked_example_is_current() -> None:
+    """docs/record-format.md section 5.2: the code map, its hash and the invocation, byte for byte."""
+    identity = CodeIdentity(
+        exe=CodeFile("/usr/bin/python3.11", hashlib.sha256(b"python").digest()),
+        scripts=(CodeFile("/home/alice/prep.py", hashlib.sha256(b"print('prep')\n").digest()),),
+        argv=("python3", "prep.py", "--out", "a.csv"),
+        cwd="/home/alice",
+    )
+    flat = "".join((Path(__file__).resolve().parent.parent / "docs" / "record-format.md").read_text().split())
+    assert encode(identity.code_wire()).hex() in flat
+    assert identity.digest.hex() in flat
+    assert encode(identity.invocation_wire()).hex() in flat
+    other_call = dataclasses.replace(identity, argv=("python3", "prep.py", "--out", "b.csv"), cwd="/tmp")
+    assert other_call.digest == identity.digest
+    assert other_call.invocation_wire() != identity.invocation_wire()
+
+
+def test_version_1_records_still_decode_with_their_own_code_hash_rule() -> None:
+    """The version 1 worked example of the earlier docs: same bytes, same hash, still valid."""
+    record = docs_example_record(version=1)
+    assert record.hash.hex() == "3d126855ea647f95a7a87df6f1ddd155f90c296b102c53209771e1f9de6bd983"
+    assert len(record.canonical) == 377 and "invocation" not in record.to_wire()
+    assert decode_record(record.canonical) == record
+    old_code = dataclasses.replace(sample_code(), cwd=None)
+    v1 = sample_record(v=1, code=old_code)
+    wire = decode_record(v1.canonical).to_wire()
+    assert set(wire["code"]) == {"exe", "scripts", "argv", "image"}  # type: ignore[arg-type]
+    assert wire["code_hash"] == hashlib.sha256(encode(old_code.legacy_wire())).digest() == old_code.legacy_digest
+    assert decode_record(v1.canonical).code == old_code
+    with pytest.raises(RecordError) as info:
+        sample_record(v=1, code=sample_code(), code_hash=sample_code().digest)  # a v2 hash in a v1 record
+    assert info.value.field == "code_hash"
+
+
+def test_version_2_code_and_invocation_round_trip() -> None:
+    record = sample_record()
+    wire = record.to_wire()
+    assert wire["code"] == {"exe": H1, "scripts": [H2], "image": None}
+    assert wire["invocation"] == {
+        "exe": "/usr/bin/python3.11",
+        "scripts": ["/home/alice/prepare.py"],
+        "argv": ["python3", "prepare.py", "--out", "data/clean.csv"],
+        "cwd": None,
+    }
+    assert decode_record(record.canonical) == record
+
+
+def test_a_commitment_hides_code_and_invocation_together() -> None:
+    salt = new_salt()
+    committed = sample_record().with_commitments({"code": salt})
+    wire = committed.to_wire()
+    assert wire["invocation"] is None and committed.code_hash == sample_code().digest
+    assert open_commitment(wire["code"], sample_code().to_wire(), salt)  # type: ignore[arg-type]
+    assert decode_record(committed.canonical) == committed
+
+
+def _cp() -> str:
+    found = shutil.which("cp")
+    assert found is not None
+    return found
+
+
+def test_two_cp_calls_share_a_code_hash_and_differ_from_python(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    one = identify_command(_cp(), ["cp", "a.txt", "b.txt"], tmp_path)
+    two = identify_command(_cp(), ["cp", "-p", "a.txt", "c.txt"], "/")
+    assert one.digest == two.digest and one.argv != two.argv
+    assert identify_command(_python3(), ["python3", "-c", "pass"], tmp_path).digest != one.digest
+
+
+def test_one_script_under_two_argvs_shares_a_hash_and_an_edit_changes_it(tmp_path: Path) -> None:
+    script = tmp_path / "prep.py"
+    script.write_text("print('v1')\n")
+    first = identify_command(_python3(), ["python3", "prep.py", "--in", "a"], tmp_path)
+    second = identify_command(_python3(), ["python3", "-u", str(script), "--in", "b"], "/")
+    assert first.digest == second.digest
+    script.write_text("print('v2')\n")
+    assert identify_command(_python3(), ["python3", "prep.py", "--in", "a"], tmp_path).digest != first.digest
+
+
+def test_python_dash_m_hashes_the_module_it_resolves(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text("print('mod')\n")
+    (package / "__main__.py").write_text("print('main')\n")
+    env = {"PYTHONPATH": "src"}
+    identity = identify_command(_python3(), ["python3", "-m", "pkg.mod", "x"], tmp_path, environ=env)
+    assert [s.path for s in identity.scripts] == [str((package / "mod.py").resolve())]
+    assert identity.scripts[0].sha256 == hashlib.sha256(b"print('mod')\n").digest()
+    as_package = identify_command(_python3(), ["python3", "-mpkg"], tmp_path, environ=env)
+    assert [s.path for s in as_package.scripts] == [str((package / "__main__.py").resolve())]
+    # The working directory comes first, as the interpreter puts it first on sys.path.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("print('shadow')\n")
+    shadowed = identify_command(_python3(), ["python3", "-m", "pkg.mod"], tmp_path, environ=env)
+    assert shadowed.scripts[0].path == str((tmp_path / "pkg" / "mod.py").resolve())
+    assert identify_command(_python3(), ["python3", "-m", "pkg.mod"], tmp_path, environ={}).scripts[0].path == (
+        shadowed.scripts[0].path
+    )
+    stdlib = identify_command(os.path.realpath(sys.executable), ["python3", "-m", "json.tool"], tmp_path, environ={})
+    assert stdlib.scripts and stdlib.scripts[0].path.endswith("/json/tool.py")

@@ -65,8 +65,23 @@ class CodeIdentityCache:
             self._entries.move_to_end(key)
             return found
         self.misses += 1
-        identity = identify_command(process.exe, process.argv or (process.exe,), cwd)
+        identity = identify_command(process.exe, process.argv or (process.exe,), cwd, environ=_module_environ(process))
         self._entries[key] = identity
         if len(self._entries) > _MAX_ENTRIES:
             self._entries.popitem(last=False)
         return identity
+
+
+def _module_environ(process: ProcessInfo) -> dict[str, str] | None:
+    """PYTHONPATH of a ``python -m`` writer, read from /proc (it decides which module file ran)."""
+    if not any(arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")) for arg in process.argv[1:3]):
+        return None
+    try:
+        with open(f"/proc/{process.pid}/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return {}  # gone: resolve against the working directory and the interpreter's own paths only
+    for entry in entries:
+        if entry.startswith(b"PYTHONPATH="):
+            return {"PYTHONPATH": entry[len(b"PYTHONPATH="):].decode("utf-8", "surrogateescape")}
+    return {}

@@ -5,12 +5,21 @@ See docs/record-format.md for the byte-level specification auditors implement.
 
 from __future__ import annotations
 
-from provanchor.records.codehash import CodeFile, CodeIdentity, code_hash, identify_command, sha256_file
+from provanchor.records.codehash import (
+    CodeFile,
+    CodeIdentity,
+    code_hash,
+    identify_command,
+    resolve_module,
+    sha256_file,
+)
 from provanchor.records.commitments import Commitment, commit, new_salt, open_commitment
 from provanchor.records.model import (
     COMMITTABLE_FIELDS,
     SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
     WIRE_FIELDS,
+    WIRE_FIELDS_V1,
     Capture,
     CaptureBackend,
     Change,
@@ -37,7 +46,9 @@ from provanchor.records.signing import (
 __all__ = [
     "COMMITTABLE_FIELDS",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "WIRE_FIELDS",
+    "WIRE_FIELDS_V1",
     "Capture",
     "CaptureBackend",
     "Change",
@@ -62,6 +73,7 @@ __all__ = [
     "record_hash",
     "record_leaf_hash",
     "recover_signer",
+    "resolve_module",
     "sha256_file",
     "sign_record_hash",
     "signing_digest",

@@ -1,14 +1,21 @@
 """Code identity: which program (and script) made a change, and the `code_hash` rule.
 
 A record names the code that wrote the data by content, not by name: the
-executable's SHA-256, the interpreted script's SHA-256 when there is one, the
-argv and the container image. ``code_hash`` condenses that into one 32-byte value
-so that all changes made by the same code can be found with one equality test,
-even when the `code` field itself is hidden behind a commitment.
+executable's SHA-256, the interpreted script's (or ``python -m`` module's)
+SHA-256 when there is one, and the container image. ``code_hash`` condenses
+that into one 32-byte value so that everything one program, at one version,
+ever wrote is found with one equality test, whatever its arguments, and even
+when the `code` field itself is hidden behind a commitment. How the program was
+called (paths, argv, working directory) is the record's separate, signed
+`invocation`.
 
-The rule, which a verifier repeats by re-encoding the record's ``code`` field::
+The rule (record version 2), which a verifier repeats by re-encoding the
+record's ``code`` field::
 
-    code_hash = SHA-256(canonical DAG-CBOR of the code map exactly as in the record)
+    code_hash = SHA-256(canonical DAG-CBOR of {"exe": sha256 | null, "scripts": [sha256, ...], "image": text | null})
+
+Version 1 records hashed their whole `code` map, paths and argv included; they
+still decode and verify by that rule (`CodeIdentity.legacy_digest`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -30,6 +37,7 @@ __all__ = [
     "code_hash",
     "identify_command",
     "interpreter_family",
+    "resolve_module",
     "sha256_file",
 ]
 
@@ -83,17 +91,26 @@ class CodeFile:
 
 @dataclass(frozen=True)
 class CodeIdentity:
-    """What ran: executable, script(s), argv and container image (the record's `code`).
+    """What ran and how it was called: executable, script(s), container image; argv and working directory.
+
+    Two parts with different jobs. The **code** is what the program *is*: the
+    SHA-256 of the executable, of each script or module, and the image digest;
+    `code_hash` hashes only that, so every call of one program at one version
+    shares a hash. The **invocation** is how it was called: the files' paths,
+    argv and the working directory. A version-2 record carries them as its
+    `code` and `invocation` fields (both signed); a version-1 record carried one
+    `code` map with paths and argv, hashed whole (`legacy_wire`).
 
     ``exe`` is None when the executable could not be read; ``scripts`` holds the
-    interpreted script (at most one today); ``image`` names the container image
-    (e.g. ``registry/name@sha256:...``) or is None outside containers.
+    interpreted script or the module ``python -m`` resolved (at most one today);
+    ``image`` names the container image (``registry/name@sha256:...``) or is None.
     """
 
     exe: CodeFile | None
     scripts: tuple[CodeFile, ...] = ()
     argv: tuple[str, ...] = ()
     image: str | None = None
+    cwd: str | None = None
 
     def __post_init__(self) -> None:
         if self.exe is not None and not isinstance(self.exe, CodeFile):
@@ -110,8 +127,34 @@ class CodeIdentity:
             raise RecordError(f"argv must be a sequence of strings, got {argv!r:.80}", field="argv")
         if self.image is not None:
             _check_text(self.image, "image")
+        if self.cwd is not None:
+            _check_text(self.cwd, "cwd")
+
+    # ------------------------------------------------------------ wire forms
+
+    def code_wire(self) -> dict[str, object]:
+        """Version 2 `code`: what the program is, by content only (this is what `code_hash` hashes)."""
+        return {
+            "exe": None if self.exe is None else self.exe.sha256,
+            "scripts": [s.sha256 for s in self.scripts],
+            "image": self.image,
+        }
+
+    def invocation_wire(self) -> dict[str, object]:
+        """Version 2 `invocation`: how it was called (paths of the code files, argv, working directory)."""
+        return {
+            "exe": None if self.exe is None else self.exe.path,
+            "scripts": [s.path for s in self.scripts],
+            "argv": list(self.argv),
+            "cwd": self.cwd,
+        }
 
     def to_wire(self) -> dict[str, object]:
+        """Both parts, `{"code": ..., "invocation": ...}`: what a commitment to a record's code hides."""
+        return {"code": self.code_wire(), "invocation": self.invocation_wire()}
+
+    def legacy_wire(self) -> dict[str, object]:
+        """Version 1 `code`: paths, hashes, argv and image in one map (no working directory)."""
         return {
             "exe": None if self.exe is None else self.exe.to_wire(),
             "scripts": [s.to_wire() for s in self.scripts],
@@ -120,7 +163,34 @@ class CodeIdentity:
         }
 
     @classmethod
-    def from_wire(cls, wire: object) -> CodeIdentity:
+    def from_wire(cls, code: object, invocation: object) -> CodeIdentity:
+        """A version 2 record's `code` and `invocation` maps, strictly (their files must pair up)."""
+        if not isinstance(code, dict) or set(code) != {"exe", "scripts", "image"}:
+            raise RecordError(f"code must be a map with exactly exe, scripts, image; got {code!r:.120}")
+        if not isinstance(invocation, dict) or set(invocation) != {"exe", "scripts", "argv", "cwd"}:
+            raise RecordError(
+                f"invocation must be a map with exactly exe, scripts, argv, cwd; got {invocation!r:.120}",
+                field="invocation",
+            )
+        hashes, paths, argv = code["scripts"], invocation["scripts"], invocation["argv"]
+        if not isinstance(hashes, list) or not isinstance(paths, list) or len(hashes) != len(paths):
+            raise RecordError("code.scripts and invocation.scripts must be lists of the same length", field="scripts")
+        if not isinstance(argv, list):
+            raise RecordError(f"argv must be a list, got {argv!r:.80}", field="argv")
+        exe_hash, exe_path = code["exe"], invocation["exe"]
+        if (exe_hash is None) != (exe_path is None):
+            raise RecordError("code.exe and invocation.exe must both be null or both be set", field="exe")
+        return cls(
+            exe=None if exe_hash is None else CodeFile(exe_path, exe_hash),
+            scripts=tuple(CodeFile(path, digest) for path, digest in zip(paths, hashes, strict=True)),
+            argv=tuple(argv),
+            image=code["image"],
+            cwd=invocation["cwd"],
+        )
+
+    @classmethod
+    def from_legacy_wire(cls, wire: object) -> CodeIdentity:
+        """A version 1 record's `code` map."""
         if not isinstance(wire, dict) or set(wire) != {"exe", "scripts", "argv", "image"}:
             raise RecordError(f"code must be a map with exactly exe, scripts, argv, image; got {wire!r:.120}")
         scripts, argv = wire["scripts"], wire["argv"]
@@ -136,18 +206,37 @@ class CodeIdentity:
             image=wire["image"],
         )
 
+    # ------------------------------------------------------------ hashes
+
     @cached_property
     def digest(self) -> bytes:
-        """The code_hash of this identity, computed once per object (records reuse identities)."""
-        try:
-            return hashlib.sha256(encode(self.to_wire())).digest()
-        except DagCborError as exc:
-            raise RecordError(f"code cannot be encoded: {exc}", field="argv") from exc
+        """The code_hash (version 2): SHA-256 of the canonical `code` map, computed once per object."""
+        return _sha256_of(self.code_wire(), "exe")
+
+    @cached_property
+    def legacy_digest(self) -> bytes:
+        """The code_hash of a version 1 record: SHA-256 of the whole v1 `code` map (argv included)."""
+        return _sha256_of(self.legacy_wire(), "argv")
+
+    def digest_for(self, version: int) -> bytes:
+        return self.legacy_digest if version == 1 else self.digest
+
+    @property
+    def program(self) -> CodeFile | None:
+        """The file that *is* the program: the script or module for an interpreter, else the executable."""
+        return self.scripts[0] if self.scripts else self.exe
 
 
-def code_hash(code: CodeIdentity) -> bytes:
-    """SHA-256 of the canonical DAG-CBOR of the `code` map exactly as it appears in the record."""
-    return code.digest
+def _sha256_of(wire: dict[str, object], field_name: str) -> bytes:
+    try:
+        return hashlib.sha256(encode(wire)).digest()
+    except DagCborError as exc:
+        raise RecordError(f"code cannot be encoded: {exc}", field=field_name) from exc
+
+
+def code_hash(code: CodeIdentity, version: int = 2) -> bytes:
+    """SHA-256 of the canonical DAG-CBOR of the record's `code` map (version 2: content only)."""
+    return code.digest_for(version)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> bytes:
@@ -202,11 +291,58 @@ def _script_candidate(argv: Sequence[str], cwd: str, inline: frozenset[str]) -> 
     return None
 
 
+def _module_argument(argv: Sequence[str]) -> str | None:
+    """The module of ``python [options] -m MODULE`` (or ``-mMODULE``), if that is how the code is given."""
+    for arg in argv[1:]:
+        if arg == "-m":
+            index = list(argv).index(arg)
+            return argv[index + 1] if index + 1 < len(argv) else None
+        if arg.startswith("-m") and not arg.startswith("--"):
+            return arg[2:]
+        if arg in ("-c", "-", "--") or not arg.startswith("-"):
+            return None  # inline code, stdin, or a script: not a module
+    return None
+
+
+_PYTHON_VERSION = re.compile(r"python(\d+\.\d+)")
+
+
+def _python_search_path(given: str, resolved: str, cwd: str, environ: Mapping[str, str]) -> list[str]:
+    """Where ``python -m`` looks, in the interpreter's order: the working directory, PYTHONPATH, then the
+    interpreter's own library and site-packages (of a virtual environment too, found by its bin/ path)."""
+    roots = [cwd]
+    roots += [os.path.join(cwd, entry) for entry in environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    version = next(
+        (m.group(1) for name in (given, resolved) if (m := _PYTHON_VERSION.search(os.path.basename(name)))), None
+    )
+    prefixes = dict.fromkeys(os.path.dirname(os.path.dirname(path)) for path in (os.path.join(cwd, given), resolved))
+    for prefix in prefixes:
+        if version is not None:
+            library = os.path.join(prefix, "lib", f"python{version}")
+            roots += [library, os.path.join(library, "site-packages"), os.path.join(library, "dist-packages")]
+        roots.append(os.path.join(prefix, "lib", "python3", "dist-packages"))
+    return roots
+
+
+def resolve_module(module: str, roots: Sequence[str]) -> str | None:
+    """The file ``python -m MODULE`` runs: ``a/b.py``, or ``a/b/__main__.py`` for a package, first root wins."""
+    parts = module.split(".")
+    if not module or not all(part.isidentifier() for part in parts):
+        return None
+    for root in roots:
+        base = os.path.join(root, *parts)
+        for candidate in (base + ".py", os.path.join(base, "__main__.py")):
+            if os.path.isfile(candidate):
+                return os.path.realpath(candidate)
+    return None
+
+
 def identify_command(
     exe_path: str | os.PathLike[str],
     argv: Sequence[str | bytes],
     cwd: str | os.PathLike[str],
     image: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> CodeIdentity:
     """Describe a command by content: hash the resolved executable and, for interpreters, the script.
 
@@ -215,9 +351,11 @@ def identify_command(
     (so ``/usr/bin/python3 -> python3.11`` and ``/bin/sh -> dash`` both do). The
     script is the first argument after argv[0] that is not an option (``-x``,
     ``--x``; everything after ``--`` counts) and names an existing regular file,
-    resolved against ``cwd``; an inline-code option met first (``-c``, ``-m``,
-    ``-e``...) means there is no script. Unreadable files are left out rather
-    than guessed: ``exe`` becomes None, a script is omitted; argv is always kept.
+    resolved against ``cwd``; an inline-code option met first (``-c``, ``-e``...)
+    means there is no script. ``python -m MODULE`` hashes the module file the
+    interpreter would run (see `resolve_module`; ``environ`` supplies PYTHONPATH,
+    default this process's). Unreadable files are left out rather than guessed:
+    ``exe`` becomes None, a script is omitted; argv and cwd are always kept.
     """
     cwd_text = os.fsdecode(cwd)
     given = os.fsdecode(exe_path)
@@ -232,7 +370,10 @@ def identify_command(
     if family is not None:
         raw_args = [os.fsdecode(arg) for arg in argv]
         script = _script_candidate(raw_args, cwd_text, _inline_options(family))
+        if script is None and family == "python" and (module := _module_argument(raw_args)) is not None:
+            env = os.environ if environ is None else environ
+            script = resolve_module(module, _python_search_path(given, resolved, cwd_text, env))
         if script is not None:
             with contextlib.suppress(OSError):
                 scripts.append(CodeFile(_text(script), sha256_file(script)))
-    return CodeIdentity(exe=exe, scripts=tuple(scripts), argv=tuple(args), image=image)
+    return CodeIdentity(exe=exe, scripts=tuple(scripts), argv=tuple(args), image=image, cwd=_text(cwd_text))

@@ -1,4 +1,4 @@
-"""The provenance record (schema version 1): one signed statement about one data change.
+"""The provenance record (schema version 2; version 1 still read): one signed statement about one data change.
 
 A record's canonical DAG-CBOR bytes are its IPFS block *and* the input of its
 hash, so everything here serves one goal: a record has exactly one byte
@@ -35,7 +35,9 @@ from provanchor.records.commitments import Commitment, is_commitment_wire
 __all__ = [
     "COMMITTABLE_FIELDS",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "WIRE_FIELDS",
+    "WIRE_FIELDS_V1",
     "Capture",
     "CaptureBackend",
     "Change",
@@ -52,15 +54,21 @@ __all__ = [
     "record_leaf_hash",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+"""Versions this code reads; it writes SCHEMA_VERSION. Version 2 split `code` (what the program is,
+hashed into `code_hash`) from `invocation` (paths, argv, working directory)."""
 
 WIRE_FIELDS: tuple[str, ...] = (
     "v", "agent", "seq", "prev", "time", "user", "uid", "host", "location", "op",
-    "before", "after", "code", "code_hash", "pid", "run", "capture", "from", "mode", "payload",
+    "before", "after", "code", "invocation", "code_hash", "pid", "run", "capture", "from", "mode", "payload",
 )  # fmt: skip
-"""Every key of a version-1 record, in documentation order (the encoding sorts them)."""
+"""Every key of a version-2 record, in documentation order (the encoding sorts them)."""
 
-_WIRE_SET = frozenset(WIRE_FIELDS)
+WIRE_FIELDS_V1: tuple[str, ...] = tuple(name for name in WIRE_FIELDS if name != "invocation")
+"""Every key of a version-1 record."""
+
+_WIRE_SETS = {1: frozenset(WIRE_FIELDS_V1), 2: frozenset(WIRE_FIELDS)}
 
 COMMITTABLE_FIELDS: frozenset[str] = frozenset({"user", "uid", "host", "location", "from", "code"})
 """Wire fields whose value may be replaced by a salted commitment map."""
@@ -375,7 +383,7 @@ class Change:
 
 @dataclass(frozen=True, kw_only=True)
 class Record:
-    """A version-1 provenance record, validated on construction.
+    """A provenance record (version 2 unless ``v=1`` is given), validated on construction.
 
     Python names equal wire names except ``from_location`` (wire ``"from"``).
     ``code_hash`` is filled in when omitted and ``code`` is plain. ``payload`` is
@@ -404,8 +412,8 @@ class Record:
     v: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if not _is_int(self.v) or self.v != SCHEMA_VERSION:
-            raise _fail("v", f"unsupported schema version {self.v!r:.40} (this code reads {SCHEMA_VERSION})")
+        if not _is_int(self.v) or self.v not in SCHEMA_VERSIONS:
+            raise _fail("v", f"unsupported schema version {self.v!r:.40} (this code reads 1 and 2)")
         object.__setattr__(self, "agent", normalize_address(self.agent))
         _check_uint(self.seq, "seq")
         if self.seq == 0:
@@ -481,21 +489,30 @@ class Record:
         if not isinstance(code, CodeIdentity):
             raise _fail("code", f"must be a CodeIdentity, a Commitment or None, got {code!r:.80}")
         try:
-            expected = code.digest
+            expected = code.digest_for(self.v)
         except RecordError as exc:
             raise _fail("code", str(exc)) from None
         if digest is None:
             object.__setattr__(self, "code_hash", expected)
         elif digest != expected:
             raise _fail("code_hash", "does not match the code (sha256 of the canonical code map)")
+        try:
+            encode(code.invocation_wire())
+        except DagCborError as exc:
+            raise _fail("code", f"the invocation cannot be encoded: {exc}") from None
+        if self.v == 1 and code.cwd is not None:
+            raise _fail("code", "a version 1 record has no working directory in its code")
 
     # -------------------------------------------------------------- conversions
 
     @classmethod
-    def from_change(cls, change: Change, agent: str, seq: int, prev: bytes | None) -> Record:
-        """Place a change in an agent's log: the only fields a Change lacks."""
+    def from_change(
+        cls, change: Change, agent: str, seq: int, prev: bytes | None, version: int = SCHEMA_VERSION
+    ) -> Record:
+        """Place a change in an agent's log: the only fields a Change lacks (``version`` 1 only to
+        reproduce records of the old layout, in tests and tools)."""
         values = {name: getattr(change, name) for name in _CHANGE_FIELDS}
-        return cls(agent=agent, seq=seq, prev=prev, **values)
+        return cls(agent=agent, seq=seq, prev=prev, v=version, **values)
 
     def with_commitments(self, salts: Mapping[str, bytes]) -> Record:
         """Replace the named wire fields (see COMMITTABLE_FIELDS) by salted commitments.
@@ -511,13 +528,14 @@ class Record:
             value = getattr(self, attr)
             if isinstance(value, Commitment):
                 raise _fail(name, "is already committed")
-            changes[attr] = Commitment.of(value, salt)
+            plain = value.legacy_wire() if self.v == 1 and isinstance(value, CodeIdentity) else value
+            changes[attr] = Commitment.of(plain, salt)
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def to_wire(self) -> dict[str, object]:
         """The record as a plain map with every wire key (absent values are None)."""
         code = self.code
-        return {
+        wire: dict[str, object] = {
             "v": self.v,
             "agent": self.agent,
             "seq": self.seq,
@@ -530,7 +548,7 @@ class Record:
             "op": self.op.value,
             "before": None if self.before is None else self.before.to_wire(False),
             "after": None if self.after is None else self.after.to_wire(True),
-            "code": None if code is None else code.to_wire(),
+            "code": _code_wire(code, self.v),
             "code_hash": self.code_hash,
             "pid": self.pid,
             "run": self.run,
@@ -539,17 +557,27 @@ class Record:
             "mode": self.mode,
             "payload": self.payload,
         }
+        if self.v == 1:
+            return wire
+        wire["invocation"] = code.invocation_wire() if isinstance(code, CodeIdentity) else None
+        return wire
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, object]) -> Record:
         """Strictly parse a wire map: exact key set, no value the constructor would normalise."""
         if not isinstance(wire, Mapping):
             raise RecordError(f"a record is a map, got {type(wire).__name__}")
-        if wire.keys() != _WIRE_SET:
+        if "v" not in wire:
+            raise RecordError("missing field 'v'", field="v")
+        version = wire["v"]
+        if not _is_int(version) or version not in SCHEMA_VERSIONS:
+            raise _fail("v", f"unsupported schema version {version!r:.40} (this code reads 1 and 2)")
+        expected = _WIRE_SETS[version]
+        if wire.keys() != expected:
             for key in wire:
-                if key not in _WIRE_SET:
+                if key not in expected:
                     raise RecordError(f"unknown field {key!r:.60}", field=str(key))
-            missing = [key for key in WIRE_FIELDS if key not in wire]
+            missing = [key for key in WIRE_FIELDS if key in expected and key not in wire]
             raise RecordError(f"missing field {missing[0]!r}", field=missing[0])
         agent = wire["agent"]
         if isinstance(agent, str) and agent != agent.lower():
@@ -576,7 +604,7 @@ class Record:
             op=Op(op),
             before=_nested(wire, "before", lambda w: ContentRef.from_wire(w, with_cid=False)),
             after=_nested(wire, "after", lambda w: ContentRef.from_wire(w, with_cid=True)),
-            code=_nested(wire, "code", _code_from_wire),
+            code=_code_from_record_wire(wire, version),
             code_hash=wire["code_hash"],  # type: ignore[arg-type]
             pid=wire["pid"],  # type: ignore[arg-type]
             run=wire["run"],  # type: ignore[arg-type]
@@ -628,10 +656,27 @@ def _committable(wire: Mapping[str, object], name: str) -> object:
     return value
 
 
-def _code_from_wire(wire: object) -> CodeIdentity | Commitment:
-    if is_commitment_wire(wire):
-        return Commitment.from_wire(wire)
-    return CodeIdentity.from_wire(wire)
+def _code_wire(code: CodeIdentity | Commitment | None, version: int) -> object:
+    if code is None or isinstance(code, Commitment):
+        return _plain(code)
+    return code.legacy_wire() if version == 1 else code.code_wire()
+
+
+def _code_from_record_wire(wire: Mapping[str, object], version: int) -> CodeIdentity | Commitment | None:
+    """`code` (and in version 2 `invocation`): a plain identity, a commitment hiding both, or null."""
+    code = wire["code"]
+    invocation = wire.get("invocation")
+    if version == 2 and (code is None or is_commitment_wire(code)) and invocation is not None:
+        raise _fail("invocation", "must be null when code is null or committed (a commitment hides both)")
+    if code is None:
+        return None
+    if is_commitment_wire(code):
+        return _nested(wire, "code", Commitment.from_wire)
+    if version == 1:
+        return _nested(wire, "code", CodeIdentity.from_legacy_wire)
+    if invocation is None:
+        raise _fail("invocation", "is required when code is present")
+    return _nested(wire, "code", lambda value: CodeIdentity.from_wire(value, invocation))
 
 
 def _nested(wire: Mapping[str, object], name: str, parse: Callable[[object], _T], nullable: bool = True) -> _T | None:

@@ -205,12 +205,13 @@ def verify_run(ctx: VerifyContext, run_id: str) -> Report:
 def _code_hash(report: Report, run: Record) -> None:
     code = run.code
     if isinstance(code, CodeIdentity):
-        if run.code_hash == code.digest:
+        digest = code.digest_for(run.v)
+        if run.code_hash == digest:
             files = [f.path for f in ([code.exe] if code.exe else []) + list(code.scripts)]
-            report.passed(CHECK_CODE, f"{code.digest.hex()} recomputes from the code identity ({', '.join(files)})")
+            report.passed(CHECK_CODE, f"{digest.hex()} recomputes from the code identity ({', '.join(files)})")
         else:
             report.failed(CHECK_CODE, "code_hash does not recompute from the record's code identity")
-        report.facts["code_hash"] = code.digest.hex()
+        report.facts["code_hash"] = digest.hex()
     elif isinstance(code, Commitment):
         report.failed(CHECK_CODE, "the code identity is committed: open the commitment to recompute its hash")
     else:

@@ -22,7 +22,7 @@ from provanchor.chain.client import AnchorResult, LedgerClient
 from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.manifest import Manifest, PreviousCheckpoint, build_manifest
-from provanchor.records import Change, Eip712Domain, Record, RecordSigner
+from provanchor.records import SCHEMA_VERSION, Change, Eip712Domain, Record, RecordSigner
 
 __all__ = ["Entry", "LogWriter", "Staged"]
 
@@ -66,9 +66,10 @@ class LogWriter:
         self.checkpoint = 0
         self.manifests: list[Manifest] = []
 
-    def record(self, change: Change) -> Entry:
-        """The next record of the log (seq and prev chained), signed by the agent."""
-        record = Record.from_change(change, self.agent, self.next_seq, self.prev_hash)
+    def record(self, change: Change, version: int = SCHEMA_VERSION) -> Entry:
+        """The next record of the log (seq and prev chained), signed by the agent; `version` 1 writes
+        the old record layout (to show that old logs still verify, index and replay)."""
+        record = Record.from_change(change, self.agent, self.next_seq, self.prev_hash, version)
         self.next_seq += 1
         self.prev_hash = record.hash
         return Entry(record.canonical, self.signer.sign(record.hash))
