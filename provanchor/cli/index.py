@@ -128,7 +128,10 @@ def problems(ctx: click.Context, index_path: str | None, wide: bool, as_json: bo
 @click.option("--under", default=None, help="A directory: itself and everything below it (not siblings).")
 @click.option("--since", default=None, help="ISO 8601 or Unix seconds (inclusive).")
 @click.option("--until", default=None, help="ISO 8601 or Unix seconds (inclusive).")
-@click.option("--code-hash", default=None, help="sha256 (hex) of the writing program's identity.")
+@click.option("--code-hash", default=None, help="A code_hash (hex): every write of that code, whatever its arguments.")
+@click.option("--program", default=None, metavar="PATH",
+              help="An executable or script: what this program, as it is now, wrote (hashed now).")
+@click.option("--all-versions", is_flag=True, help="With --program: every version ever seen at that path.")
 @click.option("--agent", default=None, help="Agent address.")
 @click.option("--op", default=None, help="create, write, truncate, rename, delete, chmod, run, ...")
 @click.option("--run", "run_id", default=None, help="Records of this run.")
@@ -139,16 +142,22 @@ def problems(ctx: click.Context, index_path: str | None, wide: bool, as_json: bo
 @json_option
 @click.pass_context
 def query(ctx: click.Context, user: str | None, location: str | None, under: str | None, since: str | None,
-          until: str | None, code_hash: str | None, agent: str | None, op: str | None, run_id: str | None,
-          limit: int | None, index_path: str | None, no_sync: bool, wide: bool, as_json: bool) -> None:
+          until: str | None, code_hash: str | None, program: str | None, all_versions: bool, agent: str | None,
+          op: str | None, run_id: str | None, limit: int | None, index_path: str | None, no_sync: bool, wide: bool,
+          as_json: bool) -> None:
     """Records matching every given filter, ordered by time, agent and seq (the index is synced first)."""
     from provanchor.index.fresh import open_index
-    from provanchor.index.query import QueryFilter, location_arg, parse_code_hash, run_query
+    from provanchor.index.query import QueryFilter, location_arg, parse_code_hash, program_arg, run_query
     from provanchor.index.timeparse import parse_time
 
     if location and under:
         raise UsageError("give --location or --under, not both")
+    if all_versions and not program:
+        raise UsageError("--all-versions goes with --program PATH")
+    program_path, program_sha256 = program_arg(program, all_versions) if program else (None, None)
     filters = QueryFilter(
+        program_sha256=None if all_versions else program_sha256,
+        program_path=program_path if all_versions else None,
         user=user,
         location=location_arg(location, None) if location else None,
         under=location_arg(under, None) if under else None,

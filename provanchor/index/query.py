@@ -40,6 +40,7 @@ __all__ = [
     "BadLimit",
     "BadLocation",
     "BadOp",
+    "BadProgram",
     "BadTimeRange",
     "QueryFilter",
     "QueryRow",
@@ -48,6 +49,7 @@ __all__ = [
     "parse_agent",
     "parse_code_hash",
     "parse_op",
+    "program_arg",
     "query_plan",
     "run_query",
 ]
@@ -81,7 +83,41 @@ class BadLimit(UsageError):
     """A result limit below 1."""
 
 
+class BadProgram(UsageError):
+    """`--program` names no readable regular file (nor a command on PATH)."""
+
+
 # ------------------------------------------------------------------ argument helpers
+
+
+def program_arg(text: str, all_versions: bool = False) -> tuple[str, bytes | None]:
+    """The program at ``text`` now: its resolved path and SHA-256 (a bare name is looked up on PATH).
+
+    Records name code files by resolved path (symlinks followed), so the query
+    does too: ``/usr/bin/python3`` finds what ``python3.11`` wrote. For every
+    version ever seen at a path (``all_versions``), the file need not exist any
+    more: no hash is taken.
+    """
+    import os
+    import shutil
+
+    from provanchor.records import sha256_file
+
+    found = text if "/" in text else (shutil.which(text) or text)
+    resolved = os.path.realpath(found)
+    if all_versions:
+        if "/" not in found:
+            raise BadProgram(f"{text} is not a command on PATH: give the program's path")
+        return resolved, None
+    if not os.path.exists(resolved):
+        raise BadProgram(f"no program at {text}: the file does not exist (and it is not a command on PATH)")
+    if not os.path.isfile(resolved):
+        raise BadProgram(f"{text} is not a regular file: --program takes an executable or a script")
+    try:
+        return resolved, sha256_file(resolved)
+    except OSError as exc:
+        raise BadProgram(f"cannot read the program {text}: {exc.strerror or exc}") from None
+
 
 
 def parse_code_hash(text: str) -> bytes:
@@ -170,6 +206,10 @@ class QueryFilter:
     op: Op | str | None = None
     run_id: str | None = None
     limit: int | None = None
+    program_sha256: bytes | None = None
+    """Records whose code names this file content (as executable or script): one program, one version."""
+    program_path: str | None = None
+    """Records whose code names a file at this path: every version of the program seen there."""
 
     def __post_init__(self) -> None:
         if self.agent is not None:
@@ -214,6 +254,10 @@ class QueryFilter:
             add("op = ?", Op(self.op).value)
         if self.code_hash is not None:
             add("code_hash = ?", self.code_hash)
+        if self.program_sha256 is not None:
+            add("id IN (SELECT id FROM code_files WHERE sha256 = ?)", self.program_sha256)
+        if self.program_path is not None:
+            add("id IN (SELECT id FROM code_files WHERE path = ?)", self.program_path)
         if self.location is not None:
             for clause, values in _location_terms(self.location, exact=True):
                 add(clause, *values)

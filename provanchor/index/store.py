@@ -43,7 +43,7 @@ from typing import Any
 
 from provanchor.errors import ConfigError, RecordError
 from provanchor.ipfs.cid import CID, DAG_CBOR
-from provanchor.records import Commitment, Op, Record
+from provanchor.records import CodeIdentity, Commitment, Op, Record, decode_record
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -59,11 +59,24 @@ __all__ = [
     "record_id",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: code_files (query --program); a version 2 index is upgraded in place
 _INT64_MAX = (1 << 63) - 1
 # Statistics are refreshed when the table has doubled since the last ANALYZE (and is big
 # enough for the planner's choice to matter): stale statistics make SQLite pick a poor index.
 _ANALYZE_FROM = 20_000
+
+# The files a record's code names (executable, scripts): "what did this program write", by its
+# content hash (this version) or by its path (every version seen there).
+_CODE_FILES_SQL = """
+CREATE TABLE code_files (
+    id INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('exe', 'script')),
+    path TEXT NOT NULL,
+    sha256 BLOB NOT NULL
+);
+CREATE INDEX code_files_sha256 ON code_files (sha256, id);
+CREATE INDEX code_files_path ON code_files (path, id);
+"""
 
 _TABLES_SQL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -136,7 +149,7 @@ CREATE TABLE problems (
     detected_at INTEGER NOT NULL
 );
 CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-"""
+""" + _CODE_FILES_SQL
 
 # The query indexes on records, kept apart so that bulk_load() can drop and rebuild them.
 # ``(agent, seq)`` is not among them: it makes re-syncs idempotent, so it always stays.
@@ -155,6 +168,7 @@ _RECORD_INDEXES = {
 
 _TABLES = (
     "meta", "checkpoints", "records", "record_bytes", "file_changes", "run_edges", "runs", "problems", "sync_state",
+    "code_files",
 )  # fmt: skip
 
 _INSERT_RECORD = (
@@ -163,6 +177,7 @@ _INSERT_RECORD = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_BYTES = "INSERT INTO record_bytes (id, canonical) VALUES (?, ?)"
+_INSERT_CODE_FILE = "INSERT INTO code_files (id, role, path, sha256) VALUES (?, ?, ?, ?)"
 _INSERT_FILE_CHANGE = (
     "INSERT INTO file_changes (id, from_location, mode, before_size, after_size) VALUES (?, ?, ?, ?, ?)"
 )
@@ -316,11 +331,26 @@ class IndexStore:
         if "meta" not in tables:
             raise NotAnIndex(f"{self.path} is a database but not a provanchor index: use another path")
         version = self._meta("schema_version")
+        if version == "2":
+            self._upgrade_from_2()
+            version = str(SCHEMA_VERSION)
         if version != str(SCHEMA_VERSION):
             raise IndexOutdated(
                 f"index {self.path} has schema version {version}, this provanchor uses {SCHEMA_VERSION}: "
                 "delete it and run `provanchor index sync`"
             )
+
+    def _upgrade_from_2(self) -> None:
+        """Version 3 adds code_files; fill it from the records' own bytes (no chain or IPFS needed)."""
+        with self.batch():
+            for statement in _CODE_FILES_SQL.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            rows: list[tuple[object, ...]] = []
+            for row_id, canonical in self._db.execute("SELECT id, canonical FROM record_bytes"):
+                rows.extend(_code_file_rows(row_id, decode_record(canonical)))
+            self._db.executemany(_INSERT_CODE_FILE, rows)
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create(self) -> None:
         for statement in _TABLES_SQL.split(";"):
@@ -500,12 +530,14 @@ class IndexStore:
             rows = []
             blobs = []
             changes: list[tuple[object, ...]] = []
+            code_files: list[tuple[object, ...]] = []
             edges: list[tuple[object, ...]] = []
             runs: list[tuple[object, ...]] = []
             problems: list[tuple[object, ...]] = []
             for row_id, item in enumerate(fresh, first_id):
                 rows.append(_record_row(row_id, item))
                 blobs.append((row_id, item.record.canonical))
+                code_files.extend(_code_file_rows(row_id, item.record))
                 if item.record.op in _FILE_OPS:
                     changes.append(_file_change_row(row_id, item.record))
                 if item.record.op is Op.RUN:
@@ -513,6 +545,8 @@ class IndexStore:
             self._db.executemany(_INSERT_RECORD, rows)
             self._db.executemany(_INSERT_BYTES, blobs)
             self._db.executemany(_INSERT_FILE_CHANGE, changes)
+            if code_files:
+                self._db.executemany(_INSERT_CODE_FILE, code_files)
             if edges:
                 self._db.executemany(_INSERT_EDGE, edges)
             if runs:
@@ -677,6 +711,16 @@ def _record_row(row_id: int, item: IndexedInput) -> tuple[object, ...]:
         checkpoint.size,
         checkpoint.tx,
     )
+
+
+def _code_file_rows(row_id: int, record: Record) -> list[tuple[object, ...]]:
+    """(id, role, path, sha256) of the executable and scripts a plain code identity names."""
+    code = record.code
+    if not isinstance(code, CodeIdentity):
+        return []
+    rows: list[tuple[object, ...]] = [(row_id, "exe", code.exe.path, code.exe.sha256)] if code.exe else []
+    rows += [(row_id, "script", script.path, script.sha256) for script in code.scripts]
+    return rows
 
 
 def _file_change_row(row_id: int, record: Record) -> tuple[object, ...]:
