@@ -414,8 +414,8 @@ def test_a_training_script_under_provanchor_run_links_to_the_run_record(
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    model_id, _, rest = done.stdout.partition("\n")  # the script prints first, then run --json
-    result = json.loads(rest)
+    result = json.loads(done.stdout)  # with --json, the script's own output goes to stderr
+    model_id = done.stderr.splitlines()[0]
     assert any(o["path"].endswith("model.bin") for o in result["outputs"])
     trace = scenario.tracker.trace(model_id)
     training = trace.by_kind(Op.TRAINING)[0]

@@ -151,6 +151,11 @@ class ProcessTable:
                 self._cleanup(now)
                 last_cleanup = now
 
+    def parent_of(self, pid: int) -> int | None:
+        """The parent the listener saw fork `pid`, if it did."""
+        with self._lock:
+            return self._parents.get(pid)
+
     def descendants(self, root: int) -> set[int]:
         """`root` and every process forked from it (as far as the listener saw)."""
         with self._lock:

@@ -1,14 +1,20 @@
 """`provanchor run -- CMD`: one recorded computation.
 
-The command runs as a child. While it runs, the same capture machinery as the
-agent (fanotify, with reads) reports every file touched under the watched
-paths, and the process table records every fork, so that at the end the run's
-whole process tree is known and each event can be attributed to it or not.
-Then:
+The command runs as a child. While it runs, fanotify watches every local
+filesystem of the machine as a whole (one filesystem mark each, reads
+included), keeping only the events of the command's process tree, and the
+process table records every fork, so that at the end the run's whole process
+tree is known and each event can be attributed to it or not. Attribution is by
+process, not by directory: a script that opens `/data/in.csv` is seen wherever
+that file lives. Then:
 
-- **inputs** are the files the tree read that it had not written first, each
-  with its hash and content as read (kept for IPFS, so a replay can restore
-  them); the command's own executable and scripts are its code, not inputs;
+- **environment** dependencies are the files the tree read under system
+  prefixes (/usr, /lib*, /etc, /bin, /sbin, an interpreter's prefix, a Python
+  virtual environment, any site-packages or dist-packages): path and sha256,
+  no content kept;
+- **inputs** are the other files the tree read that it had not written first,
+  each with its hash and content as read (kept for IPFS, so a replay can
+  restore them); the command's own executable and scripts are its code, not inputs;
 - **outputs** are the files it wrote that still exist at the end, with their
   final hash and content; a file written and then renamed is the output under
   its final name, and one written then deleted is a temporary, not an output;
@@ -17,13 +23,16 @@ Then:
   variables that matter, the inputs, the outputs, the exit code and the
   duration together.
 
-Where fanotify is unavailable, inotify is used: every change under the
-watched paths during the run is then attributed to it, and the run record
-says so.
+Where fanotify is unavailable, inotify watches the working directory, the
+directories of path arguments and `--watch` directories only: files elsewhere
+are not seen, every change under the watched paths during the run is
+attributed to it, and the run's notes (and the CLI, on stderr) say so. A run
+whose capture saw no output says so too.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import os
@@ -34,9 +43,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TextIO
 
-from provanchor.agent.capture import EventKind, RawEvent, open_watcher
+from provanchor.agent.capture import EventKind, FanotifyWatcher, InotifyWatcher, RawEvent, Watcher
 from provanchor.agent.capture.errors import CaptureUnavailable
+from provanchor.agent.capture.paths import local_mount_points
+from provanchor.agent.processtree import RunProcessTree
 from provanchor.agent.proctable import ProcessTable, ProcessTableUnavailable
 from provanchor.errors import UsageError
 from provanchor.ipfs.cid import CID
@@ -67,6 +79,9 @@ ENV_THAT_MATTERS = (
     "R_LIBS",
 )
 DEFAULT_EXCLUDES = ("*/__pycache__/*", "*.pyc", "*/.git/*")
+SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/etc/", "/bin/", "/sbin/")
+"""Files read under these are the run's environment (path and sha256), not inputs."""
+_PACKAGE_DIRS = ("/site-packages/", "/dist-packages/")
 RUN_ID_ENV = "PROVANCHOR_RUN_ID"
 """The run id, passed to the command's environment so its own provenance records can name the run."""
 _MAX_INPUT_BYTES = 256 * 1024 * 1024
@@ -98,11 +113,15 @@ class RunResult:
     record: RecordRef | None = None
     backend: str = ""
     notes: list[str] = field(default_factory=list)
+    environment: list[FileSeen] = field(default_factory=list)
+    watched: list[str] = field(default_factory=list)
+    """What the capture could see: mount points watched whole (fanotify) or directories (inotify)."""
 
 
 @dataclass
 class _Observed:
     first_kind: EventKind
+    environment: bool = False
     events: list[RawEvent] = field(default_factory=list)
     read_content: FileSeen | None = None
     read_bytes: bytes | None = None
@@ -130,57 +149,98 @@ class RunRecorder:
         self.name = name
         self._contents: dict[str, bytes] = {}
         self.sub_code: list[FileSeen] = []
+        self._environment_prefixes: tuple[str, ...] = SYSTEM_PREFIXES
 
-    def run(self, argv: Sequence[str], cwd: str | None = None) -> RunResult:
+    def run(self, argv: Sequence[str], cwd: str | None = None, stdout: TextIO | None = None) -> RunResult:
+        """Run and record `argv`; `stdout` redirects the command's standard output (the CLI's --json
+        sends it to stderr, so that the JSON stays parseable)."""
         if not argv:
             raise UsageError("nothing to run: give the command after --")
         cwd = os.path.realpath(cwd or os.getcwd())
         exe = shutil.which(argv[0], path=os.environ.get("PATH")) if os.sep not in argv[0] else argv[0]
         if exe is None or not os.path.exists(os.path.join(cwd, exe)):
             raise UsageError(f"command not found: {argv[0]}")
-        roots = self._roots(argv, cwd)
         code = identify_command(exe, list(argv), cwd)
         code_files = {f.path for f in ([code.exe] if code.exe else []) + list(code.scripts)}
+        self._environment_prefixes = _environment_prefixes(exe, cwd, code.exe.path if code.exe else None)
         notes: list[str] = []
-        table = ProcessTable(keep_parents=True)
+        listener = ProcessTable(keep_parents=True)
+        table: ProcessTable | None = listener
         try:
-            table.start()
+            listener.start()
         except ProcessTableUnavailable as exc:
-            table = None  # type: ignore[assignment]
+            table = None
             notes.append(f"no process table ({exc}): only the command's own pid identifies it")
+        tree = RunProcessTree(table)
         try:
-            watcher, warning = open_watcher(roots, backend="auto", exclude_pids=(os.getpid(),), want_reads=True)
-        except CaptureUnavailable:
+            watcher, watched = self._open_watcher(argv, cwd, tree, notes)
+        except BaseException:
             if table is not None:
                 table.close()
             raise
-        if warning:
-            notes.append(warning)
         observed: dict[str, _Observed] = {}
         # Known before the child starts, and handed to it, so that what the child records itself
         # (ML events through provanchor.ml.Tracker) carries the same run id as this run's records.
         run_id = uuid.uuid4().hex
         started_ns = time.time_ns()
         try:
-            child = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, RUN_ID_ENV: run_id})
+            child = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, RUN_ID_ENV: run_id}, stdout=stdout)
+            tree.start(child.pid)
             while child.poll() is None:
                 self._collect(watcher.read(0.05), observed, code_files)
-            for _ in range(3):  # the last events of a fast command arrive after it exits
-                self._collect(watcher.read(0.1), observed, code_files)
+            # The kernel queues a file event inside the system call that causes it, so once the tree has
+            # exited everything is queued: drain until a read comes back empty.
+            while events := watcher.read(0.02):
+                self._collect(events, observed, code_files)
             exit_code = child.returncode
         finally:
             watcher.close()
         duration = time.time_ns() - started_ns
-        tree = table.descendants(child.pid) if table is not None else {child.pid}
+        members = (table.descendants(child.pid) if table is not None else {child.pid}) | tree.members
         if table is not None:
             for entry in observed.values():  # writers that exited before /proc could be read
                 entry.events = [replace(e, process=table.resolve(e.process, e.pid, wait=0)) for e in entry.events]
             table.close()
         attributed = watcher.attributed
-        inputs, outputs, writers = self._classify(observed, tree, attributed)
-        result = RunResult(run_id, exit_code, inputs, outputs, duration, backend=watcher.backend, notes=notes)
+        inputs, outputs, writers = self._classify(observed, members, attributed)
+        environment = self._environment(observed, members, attributed)
+        if not outputs:
+            fanotify = watcher.backend == "fanotify"
+            where = "on this machine's local filesystems" if fanotify else "under the watched paths"
+            notes.append(
+                f"the capture saw no output: the command wrote no file {where} that still exists "
+                "(a replay of this run cannot show that it reproduces)"
+            )
+        result = RunResult(
+            run_id, exit_code, inputs, outputs, duration, backend=watcher.backend, notes=notes,
+            environment=environment, watched=watched,
+        )
         result.record = self._record(result, argv, cwd, code, started_ns, writers, observed, attributed)
         return result
+
+    def _open_watcher(
+        self, argv: Sequence[str], cwd: str, tree: RunProcessTree, notes: list[str]
+    ) -> tuple[Watcher, list[str]]:
+        """fanotify on every local filesystem, filtered to the run's processes; else inotify on directories."""
+        mounts = [point for point, _ in local_mount_points()]
+        fanotify = FanotifyWatcher(
+            mounts, exclude_pids=(os.getpid(),), want_reads=True, pid_filter=tree, whole_filesystems=True
+        )
+        try:
+            fanotify.start()
+        except CaptureUnavailable as exc:
+            roots = self._roots(argv, cwd)
+            inotify = InotifyWatcher(roots, exclude_pids=(os.getpid(),), want_reads=True)
+            inotify.start()
+            notes.append(
+                f"{exc}: captured with inotify, which watches only {', '.join(roots)}; files the command reads "
+                "or writes elsewhere are not seen, and every change under those directories during the run "
+                "is counted as the run's (writers cannot be attributed)"
+            )
+            return inotify, roots
+        for point, why in fanotify.unwatched:
+            notes.append(f"files on the filesystem mounted at {point} are not seen: {why}")
+        return fanotify, [point for point in mounts if point not in {p for p, _ in fanotify.unwatched}]
 
     # ------------------------------------------------------------ capture
 
@@ -202,12 +262,13 @@ class RunRecorder:
                 continue
             entry = observed.get(event.path)
             if entry is None:
-                entry = observed[event.path] = _Observed(event.kind)
+                entry = observed[event.path] = _Observed(event.kind, self._is_environment(event))
             entry.events.append(event)
             if (
                 event.kind == EventKind.OPEN_READ
                 and entry.read_content is None
                 and entry.first_kind == EventKind.OPEN_READ
+                and not entry.environment
             ):
                 entry.read_content, entry.read_bytes = _snapshot(event.path)
             if event.kind == EventKind.RENAME and event.old_path is not None:
@@ -233,6 +294,8 @@ class RunRecorder:
                 if e.kind in (EventKind.CREATE, EventKind.MODIFY, EventKind.CLOSE_WRITE, EventKind.RENAME)
             ]
             read_first = mine[0].kind == EventKind.OPEN_READ
+            if entry.environment and not wrote:
+                continue  # an environment dependency: see _environment
             if read_first and entry.read_content is not None and any(_is_script_of(e) for e in mine):
                 self.sub_code.append(entry.read_content)  # a sub-step's script: code, not data
             elif read_first and entry.read_content is not None:
@@ -245,6 +308,32 @@ class RunRecorder:
                     writers[path] = wrote[-1]
                     self._keep(seen, data)
         return inputs, outputs, writers
+
+    def _is_environment(self, event: RawEvent) -> bool:
+        """Under a system prefix, a package directory, or the prefix of the interpreter that read it."""
+        path = event.path
+        if path.startswith(self._environment_prefixes) or any(part in path for part in _PACKAGE_DIRS):
+            return True
+        if _virtualenv_root(os.path.dirname(path)) is not None:
+            return True
+        process = event.process
+        if process is not None and process.exe is not None and interpreter_family(process.exe) is not None:
+            return path.startswith(os.path.dirname(os.path.dirname(process.exe)) + "/")
+        return False
+
+    def _environment(self, observed: dict[str, _Observed], tree: set[int], attributed: bool) -> list[FileSeen]:
+        """Environment files the tree read and did not write: path, sha256 and size, content not kept."""
+        found: list[FileSeen] = []
+        for path, entry in sorted(observed.items()):
+            if not entry.environment:
+                continue
+            mine = [e for e in entry.events if not attributed or e.pid in tree]
+            if not mine or any(e.kind != EventKind.OPEN_READ for e in mine):
+                continue
+            seen = _hash_only(path)
+            if seen is not None:
+                found.append(seen)
+        return found
 
     def _keep(self, seen: FileSeen, data: bytes | None) -> None:
         if data is not None and seen.cid is not None:
@@ -302,6 +391,9 @@ class RunRecorder:
             "inputs": [_wire(s, self.host_id) for s in result.inputs],
             "outputs": [_wire(s, self.host_id) for s in result.outputs],
             "code_files": [_wire(s, self.host_id) for s in self.sub_code],
+            "environment": [{"path": s.path, "sha256": s.sha256, "size": s.size} for s in result.environment],
+            "watched": result.watched,
+            "notes": result.notes,
             "exit_code": result.exit_code,
             "started_ns": started_ns,
             "duration_ns": result.duration_ns,
@@ -338,6 +430,47 @@ def _is_script_of(event: RawEvent) -> bool:
 
 def _wire(seen: FileSeen, host_id: str) -> dict[str, object]:
     return {"location": file_location(host_id, seen.path), "sha256": seen.sha256, "size": seen.size, "cid": seen.cid}
+
+
+def _environment_prefixes(exe: str, cwd: str, resolved_exe: str | None) -> tuple[str, ...]:
+    """System prefixes, plus the command's interpreter's own prefix (a virtual environment's too)."""
+    prefixes = list(SYSTEM_PREFIXES)
+    for path in (os.path.abspath(os.path.join(cwd, exe)), resolved_exe):
+        if path is not None and interpreter_family(path) is not None:
+            prefix = os.path.dirname(os.path.dirname(path))
+            if prefix not in ("", "/"):
+                prefixes.append(prefix.rstrip("/") + "/")
+    return tuple(dict.fromkeys(prefixes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _virtualenv_root(directory: str) -> str | None:
+    """The Python virtual environment (a directory holding pyvenv.cfg) that `directory` is in, if any."""
+    while directory not in ("", "/"):
+        if os.path.isfile(os.path.join(directory, "pyvenv.cfg")):
+            return directory
+        directory = os.path.dirname(directory)
+    return None
+
+
+_hash_cache: dict[tuple[int, int, int, int], bytes] = {}
+
+
+def _hash_only(path: str) -> FileSeen | None:
+    """SHA-256 and size of an environment file, remembered by (device, inode, size, mtime) across runs."""
+    try:
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = _hash_cache.get(key)
+        if digest is None:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").digest()
+            if len(_hash_cache) > 65_536:
+                _hash_cache.clear()
+            _hash_cache[key] = digest
+    except OSError:
+        return None
+    return FileSeen(path, digest, st.st_size, None)
 
 
 def _snapshot(path: str) -> tuple[FileSeen | None, bytes | None]:

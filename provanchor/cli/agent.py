@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -104,8 +105,9 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     "watch",
     multiple=True,
     type=click.Path(file_okay=False, exists=True),
-    help="Also watch this directory for inputs and outputs (the working directory and the "
-    "directories of path arguments are watched anyway).",
+    help="Where fanotify is unavailable: also watch this directory for inputs and outputs (inotify "
+    "watches the working directory and the directories of path arguments anyway). With fanotify "
+    "every local filesystem is watched whole.",
 )
 @click.option("--flush", "flush_now", is_flag=True, help="Anchor the records before returning.")
 @password_file_option
@@ -132,7 +134,8 @@ def run(
     argv = list(command[1:] if command and command[0] == "--" else command)
     home = app(ctx).home
     with AgentSession.open(home, password_file=password_file) as session:
-        result = RunRecorder(session, default_host_id(), watch=watch, name=name).run(argv)
+        recorder = RunRecorder(session, default_host_id(), watch=watch, name=name)
+        result = recorder.run(argv, stdout=sys.stderr if as_json else None)
         warning = session.approval_warning()
         if warning:
             progress_note(f"warning: {warning}")
@@ -145,10 +148,14 @@ def run(
         "duration_s": result.duration_ns / 1e9,
         "record_id": result.record.record_id if result.record else None,
         "capture": result.backend,
+        "watched": result.watched,
+        "environment": [s.to_json() for s in result.environment],
         "notes": result.notes,
         "anchored_size": status.size if status else None,
         "warning": warning,
     }
+    for note in result.notes:
+        progress_note(f"note: {note}")
     if as_json:
         emit_json(data)
     else:

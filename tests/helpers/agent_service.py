@@ -40,7 +40,7 @@ class Agent:
         self.stderr = ""
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PROVANCHOR_HOME": str(self.home.root), "PROVANCHOR_PASSWORD": PASSWORD}
+        return {**direct_python_env(), "PROVANCHOR_HOME": str(self.home.root), "PROVANCHOR_PASSWORD": PASSWORD}
 
     def spawn(self, *wrapper: str) -> None:
         """Start the service without waiting for it, optionally under a wrapper (``setpriv ...``)."""
@@ -83,3 +83,15 @@ class Agent:
         with sqlite3.connect(db) as connection:
             row = connection.execute("SELECT MAX(end_seq) FROM batches WHERE state = 'anchored'").fetchone()
         return int(row[0] or 0)
+
+
+def direct_python_env() -> dict[str, str]:
+    """This environment with the real interpreter's directory first on PATH.
+
+    A version manager's shim (pyenv's `python3` is a bash script that sources
+    hooks and reads version files) really does read those files, and a
+    recorded run rightly lists them as inputs; tests that count a command's
+    exact inputs call the interpreter directly.
+    """
+    real_bin = os.path.dirname(os.path.realpath(sys.executable))
+    return {**os.environ, "PATH": real_bin + os.pathsep + os.environ.get("PATH", "")}

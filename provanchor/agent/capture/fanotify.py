@@ -35,7 +35,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from provanchor.agent.capture import _libc
 from provanchor.agent.capture import fanotify_abi as abi
@@ -102,11 +102,29 @@ class FanotifyWatcher(WatcherDescriptor):
 
     _name = "fanotify"
 
-    def __init__(self, paths: Sequence[str], exclude_pids: Collection[int] = (), want_reads: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        exclude_pids: Collection[int] = (),
+        want_reads: bool = False,
+        *,
+        pid_filter: Callable[[int], bool] | None = None,
+        whole_filesystems: bool = False,
+    ) -> None:
+        """`pid_filter` keeps only the events of the pids it accepts, decided before any path is resolved.
+
+        `whole_filesystems`: `paths` are mount points (see `local_mount_points`)
+        and everything on them is watched: no directory walk at start (names are
+        resolved from file handles), and a filesystem that cannot be marked is
+        listed in `unwatched` rather than failing the watch, unless it is the first.
+        """
         self.roots = canonical_roots(paths)
         self._filter = PathFilter(self.roots)
         self._exclude = frozenset(exclude_pids)
         self._want_reads = want_reads
+        self._pid_filter = pid_filter
+        self._whole = whole_filesystems
+        self.unwatched: list[tuple[str, str]] = []  # (mount point, why) of filesystems that could not be marked
         super().__init__()
         self._mount_fds: dict[bytes, int] = {}
         self._dirs = DirectoryPaths(self._mount_fds, self._filter)
@@ -149,7 +167,8 @@ class FanotifyWatcher(WatcherDescriptor):
 
     def _mark_filesystems(self) -> None:
         marked: set[int] = set()
-        for path in [*self.roots, *mount_points_under(self._filter)]:
+        required = self.roots[:1] if self._whole else self.roots
+        for path in [*self.roots, *([] if self._whole else mount_points_under(self._filter))]:
             try:
                 device = os.stat(path).st_dev
                 if device in marked:
@@ -159,13 +178,15 @@ class FanotifyWatcher(WatcherDescriptor):
                 if fsid not in self._mount_fds:
                     self._mount_fds[fsid] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
-                if path in self.roots:
+                if path in required:
                     raise _unavailable(exc, f" on {path}") from None
                 log.warning("fanotify: cannot watch the filesystem mounted at %s: %s", path, exc)
+                self.unwatched.append((path, str(_unavailable(exc))))
                 continue
             marked.add(device)
-        for root in self.roots:
-            self._dirs.seed(root)
+        if not self._whole:
+            for root in self.roots:
+                self._dirs.seed(root)
 
     def close(self) -> None:
         self._close_fd()
@@ -218,6 +239,10 @@ class FanotifyWatcher(WatcherDescriptor):
             out.append(RawEvent(EventKind.OVERFLOW, "", None, False, None, None, now))
             return
         is_dir = bool(mask & abi.FAN_ONDIR)
+        if self._pid_filter is not None and not self._pid_filter(event.pid):
+            if is_dir and mask & (abi.FAN_RENAME | abi.FAN_DELETE) and len(self._dirs):
+                self._dirs.clear()  # another process moved a directory: names learnt so far may be stale
+            return
         if mask & abi.FAN_RENAME:
             self._handle_rename(event, is_dir, now, processes, out)
             return

@@ -93,21 +93,57 @@ _PSEUDO_FILESYSTEMS = frozenset(
 )  # fmt: skip
 
 
-def mount_points_under(path_filter: PathFilter, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points of data filesystems inside the watched trees: each needs its own filesystem mark."""
+# Network filesystems are not "this machine's": their files are other machines' to record.
+_NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "afs", "lustre"})
+# Kernel interfaces, never data (/dev/shm, a tmpfs for shared memory files, is kept).
+_INTERFACE_TREES = ("/proc", "/sys", "/dev/pts", "/dev/mqueue", "/dev/hugepages")
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str]] | None:
+    """(mount point, filesystem type) of every line of a mountinfo file; None when it cannot be read."""
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().splitlines()
     except OSError:
-        return []
-    found: list[str] = []
+        return None
+    found: list[tuple[str, str]] = []
     for line in lines:
         fields = line.split(" ")
         try:
             fstype = fields[fields.index("-") + 1]
         except (ValueError, IndexError):
             continue
-        point = _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), fields[4])
+        found.append((_OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), fields[4]), fstype))
+    return found
+
+
+def local_mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every local data filesystem: what a whole-machine watch marks.
+
+    Pseudo filesystems, device nodes (devtmpfs), kernel interfaces and network
+    filesystems are left out; "/" comes first.
+    """
+    mounts = _mounts(mountinfo)
+    if mounts is None:
+        return [("/", "unknown")]
+    found: dict[str, str] = {}
+    for point, fstype in mounts:
+        base = fstype.split(".", 1)[0]  # fuse.sshfs -> fuse
+        if fstype in _PSEUDO_FILESYSTEMS or fstype == "devtmpfs" or base in _NETWORK_FILESYSTEMS:
+            continue
+        if fstype.startswith("fuse.") and fstype.split(".", 1)[1] in {"sshfs", "s3fs", "gcsfuse", "rclone"}:
+            continue
+        if any(point == tree or point.startswith(tree + "/") for tree in _INTERFACE_TREES):
+            continue
+        found[point] = fstype
+    ordered = sorted(found.items(), key=lambda item: (item[0] != "/", item[0]))
+    return ordered or [("/", "unknown")]
+
+
+def mount_points_under(path_filter: PathFilter, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of data filesystems inside the watched trees: each needs its own filesystem mark."""
+    found: list[str] = []
+    for point, fstype in _mounts(mountinfo) or []:
         if fstype not in _PSEUDO_FILESYSTEMS and path_filter.contains(point) and point not in found:
             found.append(point)
     return found
