@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from provanchor.cli.context import app, emit_json, emit_pairs, json_option
+from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
 from provanchor.cli.index import index_option
 from provanchor.cli.progress import progress_bar
 
@@ -148,10 +148,15 @@ def run_(
         emit_pairs([
             ("run", result.run_id), ("out", str(result.scratch)), ("inputs restored", result.inputs),
             ("exit code", f"{result.exit_code} (recorded {result.recorded_exit})"),
-            ("code drift", result.drift or "none"), ("reproduced", result.reproduced),
+            ("code drift", result.drift or "none"), ("isolated", result.isolated), ("reproduced", result.reproduced),
         ])  # fmt: skip
         for output in result.outputs:
             mark = "same" if output.match else "DIFFERS"
-            actual = output.actual.hex()[:16] if output.actual is not None else "missing"
-            click.echo(f"output {output.path}: {mark} (expected {output.expected.hex()[:16]}, got {actual})")
+            actual = output.actual.hex() if output.actual is not None else "missing"
+            width = 16 if output.match else 64  # a mismatch shows both hashes whole
+            click.echo(f"output {output.path}: {mark} (expected {output.expected.hex()[:width]}, got {actual[:width]})")
+    for note in result.notes:
+        progress_note(f"note: {note}")
+    if result.reason is not None:
+        progress_note(f"not reproduced: {result.reason}")
     ctx.exit(0 if result.reproduced else 1)

@@ -32,6 +32,7 @@ from provanchor.ipfs.client import IpfsClient
 from provanchor.records import CodeIdentity, parse_file_location
 from provanchor.records.codehash import CodeFile
 from provanchor.replay.content import Blob, ContentWriter
+from provanchor.replay.isolate import can_isolate, command_line, minimal_directories
 from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap
 from provanchor.replay.source import LedgerRecords
 
@@ -96,14 +97,36 @@ class RunReplay:
     inputs: int
     drift: list[str] = field(default_factory=list)
     env_matches: bool = True
+    isolated: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reproduced(self) -> bool:
-        return all(o.match for o in self.outputs) and self.exit_code == self.recorded_exit
+        return self.reason is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run did not reproduce, or None when it did (every output bit-identical, same exit code)."""
+        if not self.outputs:
+            return "the run recorded no output: there is nothing to compare, so it cannot be shown to reproduce"
+        differing = [o for o in self.outputs if not o.match]
+        if differing:
+            shown = "; ".join(
+                f"{o.path} expected {o.expected.hex()}, got {o.actual.hex() if o.actual else 'no file'}"
+                for o in differing[:3]
+            )
+            more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+            return f"{len(differing)} of {len(self.outputs)} output(s) differ: {shown}{more}"
+        if self.exit_code != self.recorded_exit:
+            return f"the exit code differs: recorded {self.recorded_exit}, now {self.exit_code}"
+        return None
 
     def to_json(self) -> dict[str, object]:
         return {
             "reproduced": self.reproduced,
+            "reason": self.reason,
+            "isolated": self.isolated,
+            "notes": self.notes,
             "run_id": self.run_id,
             "record_id": self.record_id,
             "argv": self.argv,
@@ -198,8 +221,13 @@ def replay_run(
             mirror(recorded.path).parent.mkdir(parents=True, exist_ok=True)
         work = mirror(cwd) if cwd != "/" else scratch
         work.mkdir(parents=True, exist_ok=True)
-        known = {f.path for f in inputs + outputs} | {cwd}
-        command = [_rewrite(arg, known, cwd, mirror) for arg in argv]
+        notes: list[str] = []
+        binds = _isolation_binds(inputs + outputs, cwd, _environment_paths(payload), mirror, notes)
+        if binds is not None:
+            command = command_line(binds, cwd, argv)
+        else:
+            known = {f.path for f in inputs + outputs} | {cwd}
+            command = [_rewrite(arg, known, cwd, mirror) for arg in argv]
         exit_code = _execute(command, work, timeout)
     except BaseException:
         output.discard()
@@ -222,7 +250,59 @@ def replay_run(
         len(inputs),
         drift,
         recorded_env is None or recorded_env == env_digest(dict(os.environ))[0],
+        isolated=binds is not None,
+        notes=notes,
     )
+
+
+def _environment_paths(payload: dict[str, object]) -> list[str]:
+    entries = _list(payload.get("environment"))
+    return [w["path"] for w in entries if isinstance(w, dict) and isinstance(w.get("path"), str)]
+
+
+def _isolation_binds(
+    files: list[RecordedFile], cwd: str, environment: list[str], mirror: _Mirror, notes: list[str]
+) -> list[tuple[str, str]] | None:
+    """Bind mounts that show the scratch tree at the run's own paths, or None (then argv is rewritten).
+
+    Each directory holding an input or output, and the working directory, is
+    covered by its mirror; what the run used from the environment inside one of
+    them (a virtual environment under the working directory) is mounted back
+    from the original, read as it is.
+    """
+    if not can_isolate():
+        notes.append(
+            "not isolated (creating a mount namespace needs root): argv paths were rewritten into --out, "
+            "but paths written inside the program itself reach the real files"
+        )
+        return None
+    directories = minimal_directories([os.path.dirname(f.path) for f in files] + [cwd])
+    binds: list[tuple[str, str]] = []
+    for directory in directories:
+        if directory == "/":
+            notes.append("files directly under / are not mirrored (the root cannot be covered)")
+            continue
+        if not os.path.isdir(directory):
+            notes.append(f"{directory} does not exist on this machine: the re-run cannot reach it")
+            continue
+        mirror(directory).mkdir(parents=True, exist_ok=True)
+        binds.append((str(mirror(directory)), directory))
+    recorded = {f.path for f in files}
+    kept_back: set[str] = set()
+    for path in environment:
+        for _, directory in binds:
+            if not path.startswith(directory.rstrip("/") + "/"):
+                continue
+            top = os.path.join(directory, path[len(directory) :].lstrip("/").split("/", 1)[0])
+            if top in kept_back or not os.path.isdir(top):
+                continue
+            if any(f == top or f.startswith(top + "/") for f in recorded):
+                notes.append(f"{top} holds both environment files and the run's data: only the data is mirrored")
+                continue
+            mirror(top).mkdir(parents=True, exist_ok=True)
+            kept_back.add(top)
+    binds += [(top, top) for top in sorted(kept_back)]  # mounted after the mirrors: the original, seen again
+    return binds
 
 
 def _list(value: object) -> list[object]:
