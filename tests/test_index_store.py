@@ -451,6 +451,36 @@ def test_filter_code_hash(store: IndexStore) -> None:
     assert q(store, code_hash=bytes(32)) == []
 
 
+def test_filter_program_by_content_and_by_path(store: IndexStore) -> None:
+    """Both codes run the same interpreter: by its hash every record of either; by a script, one code's."""
+    python = C1.exe
+    assert python is not None
+    by_interpreter = run_query(store, QueryFilter(program_sha256=python.sha256))
+    assert {r.code_hash for r in by_interpreter} == {C1.digest, C2.digest}
+    by_script = run_query(store, QueryFilter(program_sha256=C2.scripts[0].sha256))
+    assert by_script == run_query(store, QueryFilter(code_hash=C2.digest))
+    by_path = run_query(store, QueryFilter(program_path="/opt/merge.py"))
+    assert by_path == by_script
+    assert run_query(store, QueryFilter(program_path="/opt/none.py")) == []
+
+
+def test_a_version_2_index_is_upgraded_in_place(tmp_path: Path, store: IndexStore) -> None:
+    """Index schema 3 added code_files: an older index gets it from its records' own bytes, nothing refetched."""
+    before = run_query(store, QueryFilter(program_sha256=C1.scripts[0].sha256))
+    assert before
+    store.close()
+    with sqlite3.connect(store.path) as db:
+        db.execute("DROP TABLE code_files")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    upgraded = IndexStore.open(store.path)
+    try:
+        assert run_query(upgraded, QueryFilter(program_sha256=C1.scripts[0].sha256)) == before
+    finally:
+        upgraded.close()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+
+
 def test_filter_agent_any_case(store: IndexStore) -> None:
     rows = run_query(store, QueryFilter(agent=A3))
     assert [r.seq for r in rows] == [0, 1, 2, 3]
