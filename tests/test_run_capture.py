@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,27 @@ def test_an_unreadable_input_and_a_bad_program_are_one_line_each(home: Home, tmp
     assert failing.returncode == 1  # the command's own exit code, passed through
     result = json.loads(failing.stdout)
     assert result["inputs"] == [] and result["exit_code"] == 1
+
+
+def test_an_input_the_agent_cannot_read_is_named_in_the_notes_not_lost_silently(home: Home, tmp_path: Path) -> None:
+    """A FIFO is read by the command but has no content to keep: the run says so, and does not hang."""
+    work = tmp_path / "work"
+    work.mkdir()
+    os.mkfifo(work / "pipe")
+
+    def feed() -> None:  # a writer outside the run's process tree
+        with open(work / "pipe", "w") as pipe:
+            pipe.write("hi")
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        result, stderr = run_json(home, work, PYTHON, "-c", "open('out.txt', 'w').write(open('pipe').read())")
+    finally:
+        feeder.join(timeout=30)
+    assert result["inputs"] == [] and paths(result["outputs"]) == [str(work.resolve() / "out.txt")]
+    assert any("could not be read by the agent" in note and "pipe" in note for note in result["notes"])  # type: ignore[union-attr]
+    assert "could not be read by the agent" in stderr
 
 
 def test_records_of_the_old_version_still_verify_index_and_replay(home: Home, net_home: Home, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import getpass
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import time
 import uuid
@@ -150,6 +151,7 @@ class RunRecorder:
         self._contents: dict[str, bytes] = {}
         self.sub_code: list[FileSeen] = []
         self._environment_prefixes: tuple[str, ...] = SYSTEM_PREFIXES
+        self.unreadable: list[str] = []
 
     def run(self, argv: Sequence[str], cwd: str | None = None, stdout: TextIO | None = None) -> RunResult:
         """Run and record `argv`; `stdout` redirects the command's standard output (the CLI's --json
@@ -204,6 +206,13 @@ class RunRecorder:
         attributed = watcher.attributed
         inputs, outputs, writers = self._classify(observed, members, attributed)
         environment = self._environment(observed, members, attributed)
+        if self.unreadable:
+            more = len(self.unreadable) - 5
+            shown = ", ".join(self.unreadable[:5]) + (f" and {more} more" if more > 0 else "")
+            notes.append(
+                f"{len(self.unreadable)} file(s) the command read could not be read by the agent (gone or "
+                f"unreadable by then), so they are not recorded as inputs: {shown}"
+            )
         if not outputs:
             fanotify = watcher.backend == "fanotify"
             where = "on this machine's local filesystems" if fanotify else "under the watched paths"
@@ -301,6 +310,8 @@ class RunRecorder:
             elif read_first and entry.read_content is not None:
                 inputs.append(entry.read_content)
                 self._keep(entry.read_content, entry.read_bytes)
+            elif read_first and not wrote:
+                self.unreadable.append(path)  # gone or unreadable by the time the agent read it
             if wrote and os.path.isfile(path):
                 seen, data = _snapshot(path)
                 if seen is not None:
@@ -460,6 +471,8 @@ def _hash_only(path: str) -> FileSeen | None:
     """SHA-256 and size of an environment file, remembered by (device, inode, size, mtime) across runs."""
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest = _hash_cache.get(key)
         if digest is None:
@@ -474,8 +487,12 @@ def _hash_only(path: str) -> FileSeen | None:
 
 
 def _snapshot(path: str) -> tuple[FileSeen | None, bytes | None]:
+    """Hash and content of a regular file; None for anything else (a FIFO or device would block or never end)."""
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        size = st.st_size
         if size > _MAX_INPUT_BYTES:
             digest = hashlib.sha256()
             with open(path, "rb") as handle:
