@@ -278,7 +278,7 @@ def test_a_bundle_decodes_and_verifies_from_the_spec_alone(bundle: tuple[Path, d
     previous = None
     for seq, link in enumerate(records):
         record = cbor(blocks[link])
-        assert (record["v"], record["agent"], record["seq"], record["prev"]) == (1, agent, seq, previous)
+        assert (record["v"], record["agent"], record["seq"], record["prev"]) == (2, agent, seq, previous)
         assert eip712_signer(network["chain_id"], network["contract"], link.digest, signatures[seq]) == agent
         content = record["after"]["cid"]
         assert content in root["contents"] and content.codec in (0x55, 0x70)
