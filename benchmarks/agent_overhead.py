@@ -180,12 +180,13 @@ def per_record_costs(net: Home, root: Path, count: int = 2000) -> dict[str, floa
     return {stage: seconds / count * 1e6 for stage, seconds in stages.items()}
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], quiet: bool = False) -> float:
     # Start every run with no dirty pages left by the previous one: otherwise the kernel's
     # writeback throttling, not the agent, decides how long a 200 MB write takes.
     os.sync()
     started = time.perf_counter()
-    subprocess.run(argv, check=True)
+    sink = subprocess.DEVNULL if quiet else None
+    subprocess.run(argv, check=True, stdout=sink, stderr=sink)
     return time.perf_counter() - started
 
 
@@ -252,7 +253,7 @@ def main() -> None:
                             str(root / f"rzdir-{counter}"),
                             *workload(name, traced, tarball),
                         ]
-                        results[name]["reprozip"].append(timed(argv))
+                        results[name]["reprozip"].append(timed(argv, quiet=True))
             print(
                 f"\n{'workload':<8} {'bare s':>8} {'fanotify':>15} {'inotify':>15} {'strace':>15} {'reprozip':>15} "
                 f"{'spooled after (fanotify / inotify)':>36}"

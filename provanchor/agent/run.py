@@ -233,7 +233,8 @@ class RunRecorder:
         """fanotify on every local filesystem, filtered to the run's processes; else inotify on directories."""
         mounts = [point for point, _ in local_mount_points()]
         fanotify = FanotifyWatcher(
-            mounts, exclude_pids=(os.getpid(),), want_reads=True, pid_filter=tree, whole_filesystems=True
+            mounts, exclude_pids=(os.getpid(),), want_reads=True, pid_filter=tree, whole_filesystems=True,
+            first_only=True,
         )
         try:
             fanotify.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -134,9 +135,11 @@ def run(
     argv = list(command[1:] if command and command[0] == "--" else command)
     home = app(ctx).home
     with AgentSession.open(home, password_file=password_file) as session:
-        recorder = RunRecorder(session, default_host_id(), watch=watch, name=name)
-        result = recorder.run(argv, stdout=sys.stderr if as_json else None)
-        warning = session.approval_warning()
+        with ThreadPoolExecutor(max_workers=1) as background:
+            approval = background.submit(session.approval_warning)  # asked while the command runs
+            recorder = RunRecorder(session, default_host_id(), watch=watch, name=name)
+            result = recorder.run(argv, stdout=sys.stderr if as_json else None)
+            warning = approval.result()
         if warning:
             progress_note(f"warning: {warning}")
         status = session.flush() if flush_now else None

@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provanchor import merkle
-from provanchor.chain.client import LedgerClient
 from provanchor.errors import (
     ChainUnavailable,
     ConfigError,
@@ -52,6 +52,9 @@ from provanchor.errors import (
 )
 from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient, IpfsError
+
+if TYPE_CHECKING:
+    from provanchor.chain.client import LedgerClient
 from provanchor.pipeline import faults
 from provanchor.pipeline.locks import ProcessLock, busy_message
 from provanchor.pipeline.manifest import PreviousCheckpoint, build_manifest

@@ -17,20 +17,20 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from provanchor.chain.client import LedgerClient
 from provanchor.errors import ChainUnavailable, ConfigError, ContractError, LockBusy
 from provanchor.home import Home
-from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
-from provanchor.ipfs.client import IpfsClient
+from provanchor.identity import AgentIdentity, UnlockedKey, load_identity, read_password, unlock_key
 from provanchor.network import NetworkDescriptor, load_network
 from provanchor.pipeline.anchorer import Anchorer, AnchorStatus, anchor_status
 from provanchor.pipeline.locks import ProcessLock
 from provanchor.pipeline.recorder import Recorder, RecordRef
 from provanchor.pipeline.spool import Spool
 from provanchor.records import Change, Eip712Domain, RecordSigner
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 
 def spool_path(home: Home, address: str) -> Path:
@@ -115,7 +115,7 @@ class AgentSession:
         home: Home,
         network: NetworkDescriptor,
         identity: AgentIdentity,
-        account: LocalAccount,
+        account: LocalAccount | UnlockedKey,
         batch_size: int = 1024,
         interval: float = 1.0,
     ) -> None:
@@ -148,7 +148,7 @@ class AgentSession:
         network = load_network(home)
         identity = identity or load_identity(home)
         secret = password if password is not None else read_password(password_file)
-        account = unlock(identity.keystore_path, secret)
+        account = unlock_key(identity.keystore_path, secret)
         return cls(home, network, identity, account, batch_size=batch_size, interval=interval)
 
     # ------------------------------------------------------------ recording
@@ -166,8 +166,10 @@ class AgentSession:
         Recording never depends on the chain: if it does not answer, there is
         nothing to say (None), and the records wait in the spool as always.
         """
-        try:
-            info = self.anchorer.ledger.agent_info(self.address)
+        from provanchor.chain.client import LedgerClient
+
+        try:  # a read-only client: asking needs no key (and no eth_account import)
+            info = LedgerClient(self.network.rpc_url, self.network.contract).agent_info(self.address)
         except (ChainUnavailable, ContractError, ConfigError):
             return None
         if info.registered and info.active:
@@ -184,7 +186,11 @@ class AgentSession:
     @property
     def anchorer(self) -> Anchorer:
         if self._anchorer is None:
-            ledger = LedgerClient(self.network.rpc_url, self.network.contract, self.account)
+            from provanchor.chain.client import LedgerClient  # web3: imported only by what talks to the chain
+            from provanchor.ipfs.client import IpfsClient
+
+            account = self.account.local_account() if isinstance(self.account, UnlockedKey) else self.account
+            ledger = LedgerClient(self.network.rpc_url, self.network.contract, account)
             ipfs = IpfsClient(self.network.ipfs_api, repo=self.network.ipfs_repo)
             self._anchorer = Anchorer(self.spool, ledger, ipfs, self.batch_size)
         return self._anchorer

@@ -161,6 +161,11 @@ def sign_record_hash(key: bytes | str | PrivateKey, domain: Eip712Domain, record
     return RecordSigner(key, domain).sign(record_hash)
 
 
+def address_of_key(key: bytes) -> str:
+    """The checksummed address of a secp256k1 private key."""
+    return _checksum(_address_of(coincurve.PrivateKey(_secret(key)).public_key))
+
+
 def _checksum(address: bytes) -> str:
     """EIP-55 mixed-case hex of a 20-byte address (local: eth_utils' version is 5x slower)."""
     hex_address = address.hex()

@@ -72,6 +72,7 @@ READ_MASK = abi.FAN_ACCESS | abi.FAN_CLOSE_NOWRITE
 _EVENT_F_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE
 _MIN_EVENT_WITH_PIDFD = 96  # bytes: metadata + DFID_NAME + FID + PIDFD records, shortest case
 _MAX_CHUNKS_PER_READ = 64  # hand events to the caller at least every 64 read() calls
+_MAX_QUIETED = 100_000  # ignore marks pin their inodes in kernel memory: at most this many
 # Kinds of one (possibly merged) event, in the order they must have happened.
 _KIND_BITS = (
     (abi.FAN_CREATE, EventKind.CREATE),
@@ -110,6 +111,7 @@ class FanotifyWatcher(WatcherDescriptor):
         *,
         pid_filter: Callable[[int], bool] | None = None,
         whole_filesystems: bool = False,
+        first_only: bool = False,
     ) -> None:
         """`pid_filter` keeps only the events of the pids it accepts, decided before any path is resolved.
 
@@ -117,6 +119,14 @@ class FanotifyWatcher(WatcherDescriptor):
         and everything on them is watched: no directory walk at start (names are
         resolved from file handles), and a filesystem that cannot be marked is
         listed in `unwatched` rather than failing the watch, unless it is the first.
+
+        `first_only`: after the first read and the first modification of a file,
+        the kernel is told to stop reporting more of them (an ignore mask on the
+        file that survives modification); creations, closes after writing,
+        renames and deletions are still all reported. For consumers that need
+        only "was it read, was it written" (a recorded run): a program that reads
+        or writes a file in thousands of small calls then costs a handful of
+        events, not thousands.
         """
         self.roots = canonical_roots(paths)
         self._filter = PathFilter(self.roots)
@@ -125,6 +135,8 @@ class FanotifyWatcher(WatcherDescriptor):
         self._pid_filter = pid_filter
         self._whole = whole_filesystems
         self.unwatched: list[tuple[str, str]] = []  # (mount point, why) of filesystems that could not be marked
+        self._first_only = first_only
+        self._quieted: dict[str, int] = {}  # path -> event bits the kernel no longer reports for it
         super().__init__()
         self._mount_fds: dict[bytes, int] = {}
         self._dirs = DirectoryPaths(self._mount_fds, self._filter)
@@ -262,6 +274,8 @@ class FanotifyWatcher(WatcherDescriptor):
             return
         # A read right after another read of the same file by the same process adds nothing.
         self._last_read[path] = event.pid if kinds[-1] is EventKind.OPEN_READ else None
+        if self._first_only and not is_dir:
+            self._quiet(path, mask & (READ_MASK | abi.FAN_MODIFY))
         pid, process = self._writer(event, processes)
         for kind in kinds:
             out.append(RawEvent(kind, path, None, is_dir, pid, process, now))
@@ -309,6 +323,19 @@ class FanotifyWatcher(WatcherDescriptor):
                     self._dirs.seed(path, limit=1)
                 else:
                     emit(EventKind.CLOSE_WRITE, path, directory=False)
+
+    def _quiet(self, path: str, bits: int) -> None:
+        """Ask the kernel to stop reporting `bits` for this file (see `first_only`); best effort, bounded."""
+        known = self._quieted.get(path, 0)
+        if not bits or bits & ~known == 0 or len(self._quieted) >= _MAX_QUIETED:
+            return
+        flags = abi.FAN_MARK_ADD | abi.FAN_MARK_IGNORED_MASK | abi.FAN_MARK_IGNORED_SURV_MODIFY
+        flags |= abi.FAN_MARK_DONT_FOLLOW
+        try:
+            _libc.fanotify_mark(self._fd, flags, bits | known, path)
+        except OSError:
+            return  # gone already, or not markable: its events keep coming, which is only slower
+        self._quieted[path] = bits | known
 
     def _entry_path(self, entry: abi.DirEntry | None) -> str | None:
         if entry is None:
