@@ -10,7 +10,6 @@ import click
 
 from provanchor.cli.context import app, emit_json, emit_pairs, iso_time, json_option, progress_note
 from provanchor.identity import create_identity, read_password
-from provanchor.localnet import lifecycle
 from provanchor.network import load_network
 
 password_file_option = click.option(
@@ -48,6 +47,8 @@ def init(
     funded = False
     if home.network_file.exists() and load_network(home).local:
         try:  # a local network's agents get gas money; real networks fund agents out of band
+            from provanchor.localnet import lifecycle  # web3: only `agent init` on a local network needs it
+
             lifecycle.fund(home, identity.address)
             funded = True
         except Exception as exc:  # the chain may be down: the identity is still created
