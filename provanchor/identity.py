@@ -143,7 +143,9 @@ def unlock_key(keystore: Path, password: str) -> UnlockedKey:
         raise KeystoreError(f"keystore {keystore} is not a valid V3 keystore: {exc}") from exc
     if key is None:
         raise KeystoreError(f"wrong password for keystore {keystore}")
-    address = key_address(key)
+    from provanchor.records.signing import address_of_key
+
+    address = address_of_key(key)
     stated = encrypted.get("address") if isinstance(encrypted, dict) else None
     if isinstance(stated, str) and stated.lower().removeprefix("0x") != address[2:].lower():
         raise KeystoreError(f"keystore {keystore} names address {stated}, but its key is {address}'s")
@@ -187,13 +189,6 @@ def decrypt_keystore(encrypted: dict[str, object], password: str) -> bytes | Non
     if len(key) != 32:
         raise ValueError("the decrypted key is not 32 bytes")
     return key
-
-
-def key_address(key: bytes) -> str:
-    """The EIP-55 address of a secp256k1 private key."""
-    from provanchor.records.signing import address_of_key
-
-    return address_of_key(key)
 
 
 def unlock(keystore: Path, password: str) -> LocalAccount:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 from provanchor.agent.capture import ProcessInfo
 from provanchor.records import CodeIdentity, identify_command
+from provanchor.records.codehash import interpreter_family, python_module_argument
 
 _MAX_ENTRIES = 4096
 
@@ -74,7 +75,9 @@ class CodeIdentityCache:
 
 def _module_environ(process: ProcessInfo) -> dict[str, str] | None:
     """PYTHONPATH of a ``python -m`` writer, read from /proc (it decides which module file ran)."""
-    if not any(arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")) for arg in process.argv[1:3]):
+    if process.exe is None or interpreter_family(process.exe) != "python":
+        return None
+    if python_module_argument(process.argv) is None:
         return None
     try:
         with open(f"/proc/{process.pid}/environ", "rb") as handle:

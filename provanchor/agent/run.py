@@ -57,7 +57,7 @@ from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location, identify_command
-from provanchor.records.codehash import interpreter_family
+from provanchor.records.codehash import interpreter_family, sha256_file
 
 # Variables that change what a program computes; their values are digested, not stored.
 ENV_THAT_MATTERS = (
@@ -326,12 +326,11 @@ class RunRecorder:
         path = event.path
         if path.startswith(self._environment_prefixes) or any(part in path for part in _PACKAGE_DIRS):
             return True
-        if _virtualenv_root(os.path.dirname(path)) is not None:
-            return True
         process = event.process
-        if process is not None and process.exe is not None and interpreter_family(process.exe) is not None:
-            return path.startswith(os.path.dirname(os.path.dirname(process.exe)) + "/")
-        return False
+        exe = process.exe if process is not None else None
+        if exe is not None and interpreter_family(exe) is not None and path.startswith(_prefix_of(exe)):
+            return True
+        return _virtualenv_root(os.path.dirname(path)) is not None  # the only test that touches the disk: last
 
     def _environment(self, observed: dict[str, _Observed], tree: set[int], attributed: bool) -> list[FileSeen]:
         """Environment files the tree read and did not write: path, sha256 and size, content not kept."""
@@ -444,14 +443,17 @@ def _wire(seen: FileSeen, host_id: str) -> dict[str, object]:
     return {"location": file_location(host_id, seen.path), "sha256": seen.sha256, "size": seen.size, "cid": seen.cid}
 
 
+def _prefix_of(executable: str) -> str:
+    """The installation prefix of an executable in PREFIX/bin/, with a trailing slash."""
+    return os.path.dirname(os.path.dirname(executable)).rstrip("/") + "/"
+
+
 def _environment_prefixes(exe: str, cwd: str, resolved_exe: str | None) -> tuple[str, ...]:
     """System prefixes, plus the command's interpreter's own prefix (a virtual environment's too)."""
     prefixes = list(SYSTEM_PREFIXES)
     for path in (os.path.abspath(os.path.join(cwd, exe)), resolved_exe):
-        if path is not None and interpreter_family(path) is not None:
-            prefix = os.path.dirname(os.path.dirname(path))
-            if prefix not in ("", "/"):
-                prefixes.append(prefix.rstrip("/") + "/")
+        if path is not None and interpreter_family(path) is not None and _prefix_of(path) != "/":
+            prefixes.append(_prefix_of(path))
     return tuple(dict.fromkeys(prefixes))
 
 
@@ -477,8 +479,7 @@ def _hash_only(path: str) -> FileSeen | None:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest = _hash_cache.get(key)
         if digest is None:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").digest()
+            digest = sha256_file(path)
             if len(_hash_cache) > 65_536:
                 _hash_cache.clear()
             _hash_cache[key] = digest
@@ -495,11 +496,7 @@ def _snapshot(path: str) -> tuple[FileSeen | None, bytes | None]:
             return None, None
         size = st.st_size
         if size > _MAX_INPUT_BYTES:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            return FileSeen(path, digest.digest(), size, None), None
+            return FileSeen(path, sha256_file(path), size, None), None
         data = Path(path).read_bytes()
     except OSError:
         return None, None

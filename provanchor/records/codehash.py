@@ -37,6 +37,7 @@ __all__ = [
     "code_hash",
     "identify_command",
     "interpreter_family",
+    "python_module_argument",
     "resolve_module",
     "sha256_file",
 ]
@@ -291,7 +292,7 @@ def _script_candidate(argv: Sequence[str], cwd: str, inline: frozenset[str]) -> 
     return None
 
 
-def _module_argument(argv: Sequence[str]) -> str | None:
+def python_module_argument(argv: Sequence[str]) -> str | None:
     """The module of ``python [options] -m MODULE`` (or ``-mMODULE``), if that is how the code is given."""
     for arg in argv[1:]:
         if arg == "-m":
@@ -370,7 +371,7 @@ def identify_command(
     if family is not None:
         raw_args = [os.fsdecode(arg) for arg in argv]
         script = _script_candidate(raw_args, cwd_text, _inline_options(family))
-        if script is None and family == "python" and (module := _module_argument(raw_args)) is not None:
+        if script is None and family == "python" and (module := python_module_argument(raw_args)) is not None:
             env = os.environ if environ is None else environ
             script = resolve_module(module, _python_search_path(given, resolved, cwd_text, env))
         if script is not None:
