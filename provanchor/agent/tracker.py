@@ -394,8 +394,9 @@ class ChangeTracker:
             state.sha256, state.size, state.cid = after.sha256, after.size, after.cid
         if mode is not None:
             state.mode = mode
-        elif state.mode is None:
-            state.mode = _mode(path)
+        # Otherwise the mode stays as the ledger knows it. Learning it from the disk here (after a write,
+        # which cannot carry a mode) would make the next chmod check see "no change" and record nothing,
+        # so a file created and renamed before the agent read it would replay with the default mode.
         self.known[path] = state
 
     # ------------------------------------------------------------ helpers
@@ -509,13 +510,6 @@ def _ref(state: FileState) -> ContentRef | None:
 
 def _rescan_capture(why: str) -> Capture:
     return Capture(backend=CaptureBackend.RESCAN, attributed=False, reason=f"found by rescan: {why}")
-
-
-def _mode(path: str) -> int | None:
-    try:
-        return os.stat(path, follow_symlinks=False).st_mode
-    except OSError:
-        return None
 
 
 def _sha256_file(path: str) -> bytes:
