@@ -204,6 +204,7 @@ class RunRecorder:
                 entry.events = [replace(e, process=table.resolve(e.process, e.pid, wait=0)) for e in entry.events]
             table.close()
         attributed = watcher.attributed
+        self._settle_environment(observed)
         inputs, outputs, writers = self._classify(observed, members, attributed)
         environment = self._environment(observed, members, attributed)
         if self.unreadable:
@@ -330,7 +331,32 @@ class RunRecorder:
         exe = process.exe if process is not None else None
         if exe is not None and interpreter_family(exe) is not None and path.startswith(_prefix_of(exe)):
             return True
+        if _installation_library(path):
+            return True
         return _virtualenv_root(os.path.dirname(path)) is not None  # the only test that touches the disk: last
+
+    def _settle_environment(self, observed: dict[str, _Observed]) -> None:
+        """Decide again, with every reader now named, which files are environment.
+
+        While the run goes on, a short-lived interpreter may exit before its events are read: its
+        reads of its own installation then carry no executable, and looked like data. By the end
+        the process table has named it, so the interpreters of the whole tree are known.
+        """
+        prefixes = {
+            _prefix_of(process.exe)
+            for entry in observed.values()
+            for event in entry.events
+            if (process := event.process) is not None
+            and process.exe is not None
+            and interpreter_family(process.exe) is not None
+        }
+        prefixes.discard("/")
+        tree_prefixes = tuple(sorted(prefixes))
+        for path, entry in observed.items():
+            if entry.environment:
+                continue
+            if path.startswith(tree_prefixes) or any(self._is_environment(event) for event in entry.events):
+                entry.environment = True
 
     def _environment(self, observed: dict[str, _Observed], tree: set[int], attributed: bool) -> list[FileSeen]:
         """Environment files the tree read and did not write: path, sha256 and size, content not kept."""
@@ -455,6 +481,23 @@ def _environment_prefixes(exe: str, cwd: str, resolved_exe: str | None) -> tuple
         if path is not None and interpreter_family(path) is not None and _prefix_of(path) != "/":
             prefixes.append(_prefix_of(path))
     return tuple(dict.fromkeys(prefixes))
+
+
+def _installation_library(path: str) -> bool:
+    """Whether `path` is in an interpreter's own library: PREFIX/lib/NAME/... beside PREFIX/bin/NAME
+    (python3.11's stdlib and lib-dynload, ruby's, perl's), wherever that prefix is (pyenv, asdf, /opt)."""
+    marker = path.find("/lib/")
+    while marker >= 0:
+        name = path[marker + 5 :].split("/", 1)[0]
+        if name and interpreter_family(name) is not None and _is_executable(f"{path[:marker]}/bin/{name}"):
+            return True
+        marker = path.find("/lib/", marker + 1)
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 @functools.lru_cache(maxsize=4096)
