@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provanchor.codec import dagcbor
 from provanchor.errors import ProvanchorError
-from provanchor.ipfs.car import car_bytes, read_car
-from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW
-from provanchor.ipfs.unixfs import decode_pbnode, decode_unixfs, iter_bytes_blocks
-from provanchor.pipeline.manifest import decode_manifest
+from provanchor.formats import dagcbor
+from provanchor.formats.car import car_bytes, read_car
+from provanchor.formats.cid import CID, DAG_CBOR, DAG_PB, RAW
+from provanchor.formats.manifest import decode_manifest
+from provanchor.formats.snapshot_manifest import decode_snapshot_manifest
+from provanchor.formats.unixfs import decode_pbnode, decode_unixfs, iter_bytes_blocks
 from provanchor.records import (
     Capture,
     CaptureBackend,
@@ -35,7 +36,6 @@ from provanchor.records import (
     decode_record,
     file_location,
 )
-from provanchor.snapshot.manifest import decode_snapshot_manifest
 from provanchor.verify.bundle import decode_bundle_root, decode_proof_block, read_bundle
 
 CORPUS = Path(__file__).with_name("fuzz_corpus")

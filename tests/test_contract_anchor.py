@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import ContractError
+from provanchor.formats import merkle
 
 CID = bytes.fromhex("01711220") + bytes(range(32))  # a CIDv1 dag-cbor sha2-256 in binary
 

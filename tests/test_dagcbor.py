@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provanchor.codec import dagcbor
-from provanchor.codec.dagcbor import MAX_DEPTH, DagCborError, decode, encode
-from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW
+from provanchor.formats import dagcbor
+from provanchor.formats.cid import CID, DAG_CBOR, DAG_PB, RAW
+from provanchor.formats.dagcbor import MAX_DEPTH, DagCborError, decode, encode
 
 # RFC 8949 Appendix A examples that are valid DAG-CBOR (no floats, tags, bignums,
 # indefinite lengths, undefined or simple values).
@@ -277,8 +277,8 @@ def test_key_cache_is_bounded() -> None:
     assert len(dagcbor._key_cache) <= dagcbor._KEY_CACHE_MAX
 
 
-def test_dagcbor_error_is_a_typed_provanchor_error_and_a_value_error() -> None:
-    from provanchor.errors import ProvanchorError
+def test_dagcbor_error_is_bad_input_with_its_exit_code() -> None:
+    from provanchor.errors import BadInput, UsageError
 
-    assert issubclass(DagCborError, ValueError)
-    assert issubclass(DagCborError, ProvanchorError)
+    assert issubclass(DagCborError, BadInput) and not issubclass(DagCborError, UsageError)
+    assert DagCborError("x").exit_code == 65

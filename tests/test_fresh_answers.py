@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.home import Home
-from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.pipeline.session import spool_path
 from provanchor.pipeline.spool import Spool

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from provanchor.errors import ConfigError, UsageError
+from provanchor.errors import ConfigError, RecordError, UsageError
+from provanchor.formats.cid import CID, RAW
 from provanchor.index import (
     BadAgent,
     BadCodeHash,
@@ -43,7 +44,6 @@ from provanchor.index import (
     record_id,
     run_query,
 )
-from provanchor.ipfs.cid import CID, RAW
 from provanchor.records import (
     Capture,
     CaptureBackend,
@@ -263,7 +263,7 @@ def test_checkpoints_and_sync_state(store: IndexStore) -> None:
 
 
 def test_record_of_another_agent_is_refused(store: IndexStore, log: Log) -> None:
-    with pytest.raises(UsageError, match="checkpoint of"):
+    with pytest.raises(RecordError, match="checkpoint of"):
         store.add_records([IndexedInput(log.records[0], _checkpoint(A2, 0, 1))])
 
 
@@ -327,7 +327,7 @@ def test_batches_are_atomic_and_nest_as_savepoints(tmp_path: Path, log: Log) -> 
     assert index.record_count() == 0 and index.get_state("k") is None
     with index.batch():
         index.add_records(items[:3])
-        with pytest.raises(UsageError), index.batch():  # an inner failure undoes the inner batch only
+        with pytest.raises(RecordError), index.batch():  # an inner failure undoes the inner batch only
             index.add_records(items[3:5])
             index.add_records([IndexedInput(log.records[0], _checkpoint(A2, 0, 1))])
         index.set_state("k", "2")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from provanchor.codec import dagcbor
+from provanchor.formats import dagcbor
+from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.home import Home
 from provanchor.index.query import QueryFilter, run_query
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
-from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
 from provanchor.pipeline.session import AgentSession

@@ -17,9 +17,8 @@ from typing import Any
 import ipfshttpclient
 import pytest
 
-from provanchor.ipfs.cid import CID, DAG_PB, RAW
-from provanchor.ipfs.client import api_multiaddr
-from provanchor.ipfs.unixfs import (
+from provanchor.formats.cid import CID, DAG_PB, RAW
+from provanchor.formats.unixfs import (
     CHUNK_SIZE,
     MAX_LINKS,
     UnixFSBuilder,
@@ -31,6 +30,7 @@ from provanchor.ipfs.unixfs import (
     iter_bytes_blocks,
     iter_file_blocks,
 )
+from provanchor.ipfs.client import api_multiaddr
 from provanchor.localnet.processes import IpfsService
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter is no longer needed:FutureWarning")

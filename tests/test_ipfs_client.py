@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 import ipfshttpclient
 import pytest
 
-from provanchor.codec.dagcbor import encode
 from provanchor.errors import BlockMismatch, BlockNotFound, InvalidCid, IpfsUnavailable, UsageError
-from provanchor.ipfs.car import CarError, car_bytes, encode_header, read_car, write_car
-from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW, encode_varint
+from provanchor.formats.car import CarError, car_bytes, encode_header, read_car, write_car
+from provanchor.formats.cid import CID, DAG_CBOR, DAG_PB, RAW
+from provanchor.formats.dagcbor import encode
+from provanchor.formats.unixfs import CHUNK_SIZE, MAX_LINKS, UnixFSError, cid_for_bytes, cid_for_file, iter_bytes_blocks
+from provanchor.formats.varint import encode_varint
 from provanchor.ipfs.client import IpfsClient, IpfsError, api_multiaddr
-from provanchor.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, UnixFSError, cid_for_bytes, cid_for_file, iter_bytes_blocks
 from provanchor.localnet.processes import IpfsService
 from provanchor.localnet.tools import LOOPBACK, free_port
 

@@ -1,4 +1,4 @@
-"""Tests for provanchor.merkle against naive references written straight from RFC 9162."""
+"""Tests for provanchor.formats.merkle against naive references written straight from RFC 9162."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provanchor.merkle import (
+from provanchor.formats.merkle import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,

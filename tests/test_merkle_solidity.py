@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
+from provanchor.formats import merkle
 
 RNG_SEED = 9162
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provanchor.codec import dagcbor
 from provanchor.errors import (
     DatasetNotFound,
     InvalidMetric,
@@ -34,8 +33,9 @@ from provanchor.errors import (
     UsageError,
     WrongParentKind,
 )
+from provanchor.formats import dagcbor
+from provanchor.formats.cid import CID, DAG_CBOR, RAW
 from provanchor.home import Home
-from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.ml import DataCommitment, Event, MembershipProof, Receipt, Tracker
 from provanchor.records import Op

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provanchor import merkle
 from provanchor.errors import (
     DatasetNotFound,
     InvalidHyperparameter,
@@ -21,7 +20,8 @@ from provanchor.errors import (
     UnsupportedCommitment,
     UnsupportedDataset,
 )
-from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR, RAW
 from provanchor.ml import dataset as ds_module
 from provanchor.ml.commitments import CommitMode, DataCommitment, commit_data, hmac_key_id
 from provanchor.ml.dataset import (

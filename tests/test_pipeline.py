@@ -19,19 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import ChainUnavailable, ConfigError, IpfsUnavailable
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID
+from provanchor.formats.manifest import decode_manifest
 from provanchor.home import Home
 from provanchor.identity import AgentIdentity
-from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys
 from provanchor.localnet.processes import AnvilService, IpfsService
 from provanchor.network import load_network
 from provanchor.pipeline.faults import POINTS
-from provanchor.pipeline.manifest import decode_manifest
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import (
     Capture,

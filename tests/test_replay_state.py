@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from provanchor.codec import dagcbor
 from provanchor.errors import NothingRecorded, OutputDirError, UnsafePath
+from provanchor.formats import dagcbor
+from provanchor.formats.cid import CID
+from provanchor.formats.snapshot_manifest import ManifestError, SnapshotManifest, decode_snapshot_manifest
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.pipeline.recorder import default_host_id
 from provanchor.pipeline.session import AgentSession
@@ -32,7 +33,6 @@ from provanchor.replay import open_sources, replay_state
 from provanchor.replay.paths import symlink_escapes
 from provanchor.replay.state import restore_tree
 from provanchor.replay.tree import Node, ReplayTree
-from provanchor.snapshot.manifest import ManifestError, SnapshotManifest, decode_snapshot_manifest
 from provanchor.snapshot.service import take_snapshot
 from provanchor.snapshot.tree import FileEntry
 

@@ -21,9 +21,9 @@ import pytest
 from helpers.agent_service import direct_python_env
 
 from provanchor.chain.client import LedgerClient
+from provanchor.formats.cid import CID, RAW
 from provanchor.home import Home
 from provanchor.identity import unlock
-from provanchor.ipfs.cid import CID, RAW
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network

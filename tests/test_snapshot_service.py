@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+from provanchor.formats.cid import CID
+from provanchor.formats.snapshot_manifest import decode_snapshot_manifest
 from provanchor.home import Home
-from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
-from provanchor.snapshot.manifest import decode_snapshot_manifest
 
 PASSWORD = "snapshot-test"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]

@@ -17,11 +17,11 @@ from typing import Any
 import ipfshttpclient
 import pytest
 
-from provanchor import merkle
-from provanchor.codec import dagcbor
-from provanchor.ipfs.cid import CID, DAG_PB, RAW
+from provanchor.formats import dagcbor, merkle
+from provanchor.formats.cid import CID, DAG_PB, RAW
+from provanchor.formats.snapshot_manifest import entry_to_dict
+from provanchor.formats.unixfs import cid_for_file, decode_pbnode, decode_unixfs
 from provanchor.ipfs.client import IpfsClient, api_multiaddr
-from provanchor.ipfs.unixfs import cid_for_file, decode_pbnode, decode_unixfs
 from provanchor.localnet.processes import IpfsService
 from provanchor.snapshot import (
     FileCache,
@@ -32,7 +32,6 @@ from provanchor.snapshot import (
     decode_snapshot_manifest,
     state_root,
 )
-from provanchor.snapshot.manifest import entry_to_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter is no longer needed:FutureWarning")
 

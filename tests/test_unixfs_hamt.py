@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from provanchor.ipfs.hamt import HAMT_THRESHOLD, murmur3_x64_64, murmur3_x64_128, needs_sharding
-from provanchor.ipfs.unixfs import UNIXFS_DIRECTORY, UNIXFS_HAMT_SHARD, decode_pbnode, decode_unixfs
+from provanchor.formats.hamt import HAMT_THRESHOLD, murmur3_x64_64, murmur3_x64_128, needs_sharding
+from provanchor.formats.unixfs import UNIXFS_DIRECTORY, UNIXFS_HAMT_SHARD, decode_pbnode, decode_unixfs
 from provanchor.localnet.tools import find_ipfs
 from provanchor.snapshot.tree import build_tree
 
@@ -92,7 +92,7 @@ def test_hamts_nest_in_plain_directories_and_back(tmp_path: Path) -> None:
 
 
 def test_needs_sharding_counts_names_and_cid_bytes() -> None:
-    from provanchor.ipfs.cid import CID, RAW
+    from provanchor.formats.cid import CID, RAW
 
     cid = CID.for_block(RAW, b"")
     links = [(b"n" * _NAME_LEN, cid, 0)] * _AT_THRESHOLD

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from provanchor.formats.cid import CID
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
-from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import NetworkDescriptor, load_network
 from provanchor.pipeline.session import AgentSession
@@ -381,7 +381,7 @@ def test_gateway_block_source(network: NetworkDescriptor, honest: dict[str, obje
 
 
 def test_bundle_proofs_equal_rfc9162_paths() -> None:
-    from provanchor import merkle
+    from provanchor.formats import merkle
     from provanchor.verify.bundle import _levels, _proof
 
     leaves = [merkle.leaf_hash(i.to_bytes(32, "big")) for i in range(70)]

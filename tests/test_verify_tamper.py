@@ -17,14 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from eth_account import Account
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
-from provanchor.codec import dagcbor
 from provanchor.errors import ContractError
+from provanchor.formats import dagcbor, merkle
+from provanchor.formats.car import read_car, write_car
+from provanchor.formats.cid import CID, DAG_CBOR, DAG_PB, RAW
 from provanchor.home import Home
 from provanchor.identity import unlock
-from provanchor.ipfs.car import read_car, write_car
-from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys

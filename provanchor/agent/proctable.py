@@ -27,11 +27,7 @@ import time
 from dataclasses import dataclass, replace
 
 from provanchor.agent.capture import ProcessInfo
-from provanchor.errors import ProvanchorError
-
-
-class ProcessTableUnavailable(ProvanchorError):
-    """The process connector cannot be used (not root, or no CONFIG_PROC_EVENTS)."""
+from provanchor.errors import ProcessTableUnavailable as ProcessTableUnavailable
 
 
 @dataclass

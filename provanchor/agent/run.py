@@ -47,13 +47,12 @@ from pathlib import Path
 from typing import TextIO
 
 from provanchor.agent.capture import EventKind, FanotifyWatcher, InotifyWatcher, RawEvent, Watcher
-from provanchor.agent.capture.errors import CaptureUnavailable
 from provanchor.agent.capture.paths import local_mount_points
 from provanchor.agent.processtree import RunProcessTree
 from provanchor.agent.proctable import ProcessTable, ProcessTableUnavailable
-from provanchor.errors import UsageError
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
+from provanchor.errors import CaptureUnavailable, UsageError
+from provanchor.formats.cid import CID
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location, identify_command

@@ -30,9 +30,9 @@ from provanchor.agent.metrics import MetricsServer
 from provanchor.agent.proctable import ProcessTable, ProcessTableUnavailable
 from provanchor.agent.tracker import ChangeTracker, FileState
 from provanchor.errors import ConfigError, ProvanchorError
+from provanchor.formats.cid import CID
 from provanchor.home import Home
 from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
-from provanchor.ipfs.cid import CID
 from provanchor.network import load_network
 from provanchor.pipeline.recorder import RecordRef, default_host_id
 from provanchor.pipeline.session import AgentSession, service_locks

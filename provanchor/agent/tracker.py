@@ -46,8 +46,8 @@ from pathlib import Path
 from provanchor.agent.capture import EventKind, ProcessInfo, RawEvent
 from provanchor.agent.codeid import CodeIdentityCache
 from provanchor.agent.config import AgentConfig
-from provanchor.ipfs.cid import CID, RAW
-from provanchor.ipfs.unixfs import CHUNK_SIZE, cid_for_bytes
+from provanchor.formats.cid import CID, RAW
+from provanchor.formats.unixfs import CHUNK_SIZE, cid_for_bytes
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 
 Submit = Callable[[Change, bytes | None], None]

@@ -18,8 +18,8 @@ from provanchor.cli.context import (
     progress_note,
     wide_option,
 )
+from provanchor.formats.cid import CID
 from provanchor.identity import load_identity
-from provanchor.ipfs.cid import CID
 from provanchor.network import load_network
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Op

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-from provanchor.errors import UsageError
+from provanchor.errors import BadDepth as BadDepth
+from provanchor.errors import BadDirection as BadDirection
 from provanchor.index.query import BadLocation, encoded_path
 from provanchor.index.store import IndexStore, location_path
 
@@ -32,14 +33,6 @@ __all__ = ["BadDepth", "BadDirection", "Direction", "Graph", "lineage"]
 Direction = Literal["upstream", "downstream"]
 _CHUNK = 500  # bound parameters per IN (...): far below every SQLite build's limit
 _DEFAULT_MAX_NODES = 10_000
-
-
-class BadDirection(UsageError):
-    """A lineage direction other than upstream or downstream."""
-
-
-class BadDepth(UsageError):
-    """A negative lineage depth."""
 
 
 @dataclass

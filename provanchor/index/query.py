@@ -27,11 +27,20 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from provanchor.errors import RecordError, UsageError
+from provanchor.errors import BadAgent as BadAgent
+from provanchor.errors import BadCodeHash as BadCodeHash
+from provanchor.errors import BadLimit as BadLimit
+from provanchor.errors import BadLocation as BadLocation
+from provanchor.errors import BadOp as BadOp
+from provanchor.errors import BadProgram as BadProgram
+from provanchor.errors import BadTimeRange as BadTimeRange
+from provanchor.errors import RecordError
+from provanchor.formats.cid import CID
 from provanchor.index.store import IndexStore, location_path, record_id
 from provanchor.index.timeparse import MAX_TIME_NS, format_time
-from provanchor.ipfs.cid import CID
-from provanchor.records import Op, file_location
+from provanchor.records import Op
+from provanchor.records.locations import encoded_path as encoded_path
+from provanchor.records.locations import location_arg as location_arg
 from provanchor.records.model import normalize_address
 
 __all__ = [
@@ -59,34 +68,6 @@ _CHUNK = 500  # ids per IN (...): far below every SQLite build's variable limit
 _OPS = tuple(op.value for op in Op)
 
 
-class BadCodeHash(UsageError):
-    """A code hash that is not 32 bytes of hex."""
-
-
-class BadAgent(UsageError):
-    """An agent that is not a 20-byte hex address (or fails its EIP-55 checksum)."""
-
-
-class BadOp(UsageError):
-    """An op that records never carry."""
-
-
-class BadTimeRange(UsageError):
-    """A time window that ends before it starts."""
-
-
-class BadLocation(UsageError):
-    """A location that is neither a URI nor an absolute, normalized path."""
-
-
-class BadLimit(UsageError):
-    """A result limit below 1."""
-
-
-class BadProgram(UsageError):
-    """`--program` names no readable regular file (nor a command on PATH)."""
-
-
 # ------------------------------------------------------------------ argument helpers
 
 
@@ -98,7 +79,6 @@ def program_arg(text: str, all_versions: bool = False) -> tuple[str, bytes | Non
     version ever seen at a path (``all_versions``), the file need not exist any
     more: no hash is taken.
     """
-    import os
     import shutil
 
     from provanchor.records import sha256_file
@@ -147,39 +127,6 @@ def parse_op(text: str) -> Op:
         return Op(text.strip().lower() if isinstance(text, str) else text)
     except ValueError:
         raise BadOp(f"unknown op {text!r:.40}: use one of {', '.join(_OPS)}") from None
-
-
-def location_arg(text: str, host: str | None) -> str:
-    """Command-line text to a location filter: a URI as is, else an absolute path.
-
-    With ``host`` the path becomes that host's ``file://`` URI (as agents write
-    it); without, the absolute path is returned and matches the file on any
-    host. Relative paths are made absolute against the current directory but
-    symlinks are not resolved: the file may live on another machine, and agents
-    record real paths, so pass a real path when it matters.
-    """
-    if "://" in text:
-        return text
-    path = os.path.abspath(text)
-    if path.startswith("//"):  # POSIX keeps a leading '//'; records never have one
-        path = "/" + path.lstrip("/")
-    if host is None:
-        encoded_path(path)  # validate now, with the user's text in the message
-        return path
-    try:
-        return file_location(host, path)
-    except RecordError as exc:
-        raise BadLocation(f"not a usable location {text!r:.80}: {exc}") from None
-
-
-def encoded_path(path: str) -> str:
-    """A plain absolute path percent-encoded exactly as in ``file://`` locations."""
-    try:
-        encoded = location_path(file_location("h", path))
-    except RecordError as exc:
-        raise BadLocation(f"not a usable path {path!r:.80}: {exc}") from None
-    assert encoded is not None
-    return encoded
 
 
 # ------------------------------------------------------------------ the filter

@@ -42,8 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from provanchor.errors import ConfigError, RecordError
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.errors import ForeignIndex as ForeignIndex
+from provanchor.errors import IndexMissing as IndexMissing
+from provanchor.errors import IndexOutdated as IndexOutdated
+from provanchor.errors import NotAnIndex as NotAnIndex
+from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.records import CodeIdentity, Commitment, Op, Record, decode_record
+from provanchor.records.locations import location_path as location_path
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -191,22 +196,6 @@ _INSERT_RUN = "INSERT OR IGNORE INTO runs (run_id, agent, location, time, label,
 # ------------------------------------------------------------------ errors
 
 
-class IndexMissing(ConfigError):
-    """There is no index file where one was expected: it has to be built first."""
-
-
-class ForeignIndex(ConfigError):
-    """The index follows another chain or ledger contract than the one asked for."""
-
-
-class NotAnIndex(ConfigError):
-    """The file exists but is not a provanchor index (another database, or not SQLite)."""
-
-
-class IndexOutdated(ConfigError):
-    """The index was built with another schema version; it must be rebuilt."""
-
-
 # ------------------------------------------------------------------ values
 
 
@@ -250,19 +239,6 @@ class Problem:
     checkpoint: int | None
     reason: str
     detected_at: int
-
-
-def location_path(location: str) -> str | None:
-    """The (percent-encoded) path part of a ``file://HOST/PATH`` location, else None.
-
-    Kept encoded, exactly as in the URI: '/' is never encoded, so directory
-    prefixes of encoded paths are prefixes of the encoded location too, and a
-    plain path typed by a user is encoded the same way before matching.
-    """
-    if not location.startswith("file://"):
-        return None
-    slash = location.find("/", 7)
-    return None if slash < 0 else location[slash:]
 
 
 # ------------------------------------------------------------------ the store

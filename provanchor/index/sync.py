@@ -30,14 +30,14 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, RECORD_LINK, link_problem
+from provanchor.formats.manifest import decode_manifest
 from provanchor.index.store import Checkpoint, IndexedInput, IndexStore, record_id
-from provanchor.ipfs.cid import CID, RECORD_LINK, link_problem
 from provanchor.ipfs.client import IpfsClient
 from provanchor.network import NetworkDescriptor
-from provanchor.pipeline.manifest import decode_manifest
 from provanchor.progress import ProgressFn
 from provanchor.records import Eip712Domain, Record
 from provanchor.verify.checks import decode_and_check, manifest_mismatch

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from provanchor.errors import UsageError
+from provanchor.errors import BadTime as BadTime
 
 __all__ = ["MAX_TIME_NS", "BadTime", "format_time", "parse_time"]
 
@@ -29,10 +29,6 @@ _UNIX = re.compile(r"\d+(?:\.\d+)?")
 # HH[:]MM[:]SS followed by a fraction: the fraction is parsed here, the rest by datetime.
 _FRACTION = re.compile(r"(?P<head>.*?\d{2}:?\d{2}:?\d{2})[.,](?P<frac>\d+)(?P<tail>.*)")
 _HINT = "use ISO 8601 (e.g. 2024-05-01T12:00:00Z, 2024-05-01) or Unix seconds (e.g. 1714564800)"
-
-
-class BadTime(UsageError):
-    """A time argument that is neither ISO 8601 nor Unix seconds, or is out of range."""
 
 
 def parse_time(text: str) -> int:

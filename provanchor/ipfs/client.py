@@ -40,10 +40,11 @@ import ipfshttpclient
 import requests
 from ipfshttpclient import exceptions as ipfs_exc
 
-from provanchor.errors import BlockMismatch, BlockNotFound, InvalidCid, IpfsUnavailable, ProvanchorError, UsageError
-from provanchor.ipfs.car import car_bytes
-from provanchor.ipfs.cid import CID, DAG_CBOR, DAG_PB, RAW
-from provanchor.ipfs.unixfs import (
+from provanchor.errors import BlockMismatch, BlockNotFound, InvalidCid, IpfsUnavailable, UsageError
+from provanchor.errors import IpfsError as IpfsError
+from provanchor.formats.car import car_bytes
+from provanchor.formats.cid import CID, DAG_CBOR, DAG_PB, RAW
+from provanchor.formats.unixfs import (
     CHUNK_SIZE,
     UNIXFS_FILE,
     UNIXFS_RAW,
@@ -66,10 +67,6 @@ _UNIXFS_TYPES = {0: "raw", 1: "directory", 2: "file", 3: "metadata", 4: "symlink
 # daemon's own (more precise) "timed out" answer arrives before the socket gives up.
 _HTTP_SLACK = 5.0
 _NOT_FOUND_HINTS = ("not found", "timed out", "timeout", "could not find", "no such", "not available")
-
-
-class IpfsError(ProvanchorError):
-    """The daemon refused or failed an operation (other than a missing block or being unreachable)."""
 
 
 def _one_line(text: object, limit: int = 300) -> str:

@@ -29,7 +29,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from provanchor.errors import BlockMismatch, BlockNotFound, IpfsUnavailable, UsageError
-from provanchor.ipfs.cid import CID
+from provanchor.formats.cid import CID
 
 __all__ = ["PipelinedBlocks"]
 

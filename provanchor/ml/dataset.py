@@ -2,7 +2,7 @@
 
 A file hash says "this exact file"; it cannot show that one sample was part of
 the training data without handing over the whole file. So a dataset's digest
-is the RFC 9162 Merkle root (provanchor.merkle) whose leaf *i* is
+is the RFC 9162 Merkle root (provanchor.formats.merkle) whose leaf *i* is
 
     leaf_i = SHA-256(0x00 || SHA-256(row_i))
 
@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, overload
 
-from provanchor import merkle
-from provanchor.codec.dagcbor import DagCborError, encode
 from provanchor.errors import NotAMember, UnsupportedDataset
+from provanchor.formats import merkle
+from provanchor.formats.dagcbor import DagCborError, encode
 from provanchor.ml.environment import regular_file
 
 __all__ = [
@@ -95,7 +95,7 @@ class LeafArray(Sequence[bytes]):
 
     The buffer may be bytes or a read-only ``mmap`` of a leaves file (:meth:`open`),
     so a proof over millions of rows pages leaves in rather than loading them.
-    It is a Sequence, so provanchor.merkle's proof functions take it as is.
+    It is a Sequence, so provanchor.formats.merkle's proof functions take it as is.
     """
 
     def __init__(self, packed: bytes | bytearray | mmap.mmap = b"") -> None:

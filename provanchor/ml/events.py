@@ -39,7 +39,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import quote
 
 from provanchor.errors import InvalidHyperparameter, InvalidMetric, RecordError, UnknownEvent
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.records import Op, Record
 
 __all__ = [

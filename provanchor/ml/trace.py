@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from provanchor.errors import RecordError, UnknownEvent
+from provanchor.formats.cid import CID
 from provanchor.index.store import IndexStore, record_id
 from provanchor.index.timeparse import format_time
-from provanchor.ipfs.cid import CID
 from provanchor.ml.events import KINDS, Event, parse_event, split_event_id
 from provanchor.records import Op, decode_record
 

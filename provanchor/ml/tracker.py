@@ -40,11 +40,11 @@ from provanchor.errors import (
     UnsupportedCommitment,
     WrongParentKind,
 )
+from provanchor.formats.cid import CID
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.ml.commitments import CommitMode, parse_mode
 from provanchor.ml.dataset import (
     LeafArray,

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provanchor import merkle
 from provanchor.errors import (
     ChainUnavailable,
     ConfigError,
@@ -50,14 +49,15 @@ from provanchor.errors import (
     LockBusy,
     ProvanchorError,
 )
-from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient, IpfsError
 
 if TYPE_CHECKING:
     from provanchor.chain.client import LedgerClient
+from provanchor.formats.manifest import PreviousCheckpoint, build_manifest
 from provanchor.pipeline import faults
 from provanchor.pipeline.locks import ProcessLock, busy_message
-from provanchor.pipeline.manifest import PreviousCheckpoint, build_manifest
 from provanchor.pipeline.spool import Batch, Spool
 
 _GAS_BASE = 150_000

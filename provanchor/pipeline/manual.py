@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.errors import UsageError
+from provanchor.formats.cid import CID
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.hostid import default_host_id
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 
 __all__ = ["ManualChange", "manual_change", "parse_code_hash"]

@@ -17,8 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 from provanchor.errors import ProvanchorError
+from provanchor.formats.cid import CID
 from provanchor.hostid import default_host_id
-from provanchor.ipfs.cid import CID
 from provanchor.pipeline import faults
 from provanchor.pipeline.spool import KnownContent, Spool
 from provanchor.records import Change, ContentRef, Op, Record, RecordSigner, record_cid

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from provanchor.codec.dagcbor import DagCborError, encode
 from provanchor.errors import RecordError
+from provanchor.formats.dagcbor import DagCborError, encode
 
 __all__ = [
     "CodeFile",

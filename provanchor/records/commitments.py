@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from provanchor.codec.dagcbor import DagCborError, encode
 from provanchor.errors import RecordError
+from provanchor.formats.dagcbor import DagCborError, encode
 
 __all__ = ["SALT_SIZE", "Commitment", "commit", "is_commitment_wire", "new_salt", "open_commitment"]
 

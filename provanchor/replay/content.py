@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.errors import BlockMismatch, BlockNotFound, IpfsUnavailable, ReplayError
-from provanchor.ipfs.cid import CID
+from provanchor.formats.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.progress import ProgressFn
 from provanchor.replay.cache import ContentCache

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from provanchor.errors import OutputDirError, UnsafePath
-from provanchor.snapshot.manifest import relative_path_problem
+from provanchor.formats.snapshot_manifest import relative_path_problem
 
 __all__ = ["OutputTree", "check_relative_path", "refuse_overlap", "relative_path_problem", "symlink_escapes"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from provanchor.agent.run import env_digest
 from provanchor.errors import CodeDrift, ReplayError, UsageError
-from provanchor.ipfs.cid import CID
+from provanchor.formats.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.records import CodeIdentity, parse_file_location
 from provanchor.records.codehash import CodeFile

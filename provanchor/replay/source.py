@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from provanchor.errors import UnknownRun
+from provanchor.formats.cid import CID
 from provanchor.index.query import QueryFilter
 from provanchor.index.store import IndexStore, record_id
-from provanchor.ipfs.cid import CID
 from provanchor.records import ContentRef, Op, Record, decode_record, file_location, parse_file_location
 
 __all__ = ["FileChange", "IndexedRecord", "LedgerRecords", "ancestors"]

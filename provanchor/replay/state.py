@@ -31,8 +31,9 @@ from pathlib import Path
 
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import NothingRecorded, ReplayError, UsageError
+from provanchor.formats.cid import CID
+from provanchor.formats.snapshot_manifest import SnapshotManifest, decode_snapshot_manifest
 from provanchor.index.timeparse import format_time
-from provanchor.ipfs.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.progress import ProgressFn
 from provanchor.records import file_location, parse_file_location
@@ -40,7 +41,6 @@ from provanchor.replay.content import Blob, ContentWriter
 from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap, symlink_escapes
 from provanchor.replay.source import IndexedRecord, LedgerRecords
 from provanchor.replay.tree import Node, ReplayTree, Step, StepOutcome
-from provanchor.snapshot.manifest import SnapshotManifest, decode_snapshot_manifest
 from provanchor.snapshot.service import resource_id
 
 __all__ = ["ReplayedFile", "SnapshotUsed", "StateReplay", "replay_state", "restore_tree", "snapshot_of"]

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from provanchor.formats.cid import CID
 from provanchor.index.store import record_id
-from provanchor.ipfs.cid import CID
 from provanchor.records import ContentRef, Op
 from provanchor.replay.source import FileChange
 

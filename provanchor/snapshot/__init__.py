@@ -8,8 +8,8 @@ and `manifest` (the record and its Merkle root).
 
 from __future__ import annotations
 
+from provanchor.formats.snapshot_manifest import ManifestError, SnapshotManifest, decode_snapshot_manifest, state_root
 from provanchor.snapshot.cache import CacheError, CacheStats, FileCache
-from provanchor.snapshot.manifest import ManifestError, SnapshotManifest, decode_snapshot_manifest, state_root
 from provanchor.snapshot.tree import FileEntry, SnapshotError, TreeResult, UnsafeEntry, build_tree
 
 __all__ = [

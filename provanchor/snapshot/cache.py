@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provanchor.errors import ConfigError
-from provanchor.ipfs.cid import CID
+from provanchor.errors import CacheError as CacheError
+from provanchor.formats.cid import CID
 
 __all__ = ["CacheError", "CacheStats", "CachedFile", "FileCache", "StatKey"]
 
@@ -54,10 +54,6 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class CacheError(ConfigError):
-    """The snapshot cache file cannot be opened, read or written."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.errors import ProvanchorError, UsageError
-from provanchor.ipfs.cid import CID, DAG_CBOR, RAW
+from provanchor.formats.cid import CID, DAG_CBOR, RAW
+from provanchor.formats.snapshot_manifest import SnapshotManifest
 from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.session import AgentSession
 from provanchor.progress import ProgressFn
 from provanchor.records import Capture, CaptureBackend, Change, Op, file_location
 from provanchor.snapshot.cache import FileCache
-from provanchor.snapshot.manifest import SnapshotManifest
 from provanchor.snapshot.tree import TreeResult, build_tree
 
 _BLOCKS_PER_IMPORT = 2048
@@ -182,7 +182,7 @@ def list_snapshots(session: AgentSession, path: str | None, host_id: str) -> Ite
 
 def _manifest_location(session: AgentSession, cid: bytes) -> str | None:
     """The location a snapshot manifest names (None when IPFS cannot provide it)."""
-    from provanchor.snapshot.manifest import decode_snapshot_manifest
+    from provanchor.formats.snapshot_manifest import decode_snapshot_manifest
 
     try:
         return decode_snapshot_manifest(session.anchorer.ipfs.get_block(CID.parse(cid))).location

@@ -3,7 +3,7 @@
 A snapshot has to be restorable by any IPFS tool (``ipfs get``, a gateway) and
 checkable without trusting a daemon, so the root CID must be exactly the one
 ``ipfs add -r --cid-version=1 --raw-leaves`` prints: files use the same
-importer as `provanchor.ipfs.unixfs` (256 KiB chunks, balanced layout, raw
+importer as `provanchor.formats.unixfs` (256 KiB chunks, balanced layout, raw
 leaves) and directories are plain UnixFS Directory dag-pb nodes with links
 sorted by name and Tsize = cumulative DAG size, as Kubo writes them.
 
@@ -20,7 +20,7 @@ anything a monitored program wrote:
   snapshot never claims to be complete when it is not.
 
 A directory whose names and CIDs add up to more than 256 KiB is sharded into
-a HAMT exactly as Kubo shards it (`provanchor.ipfs.hamt`), so the root equals
+a HAMT exactly as Kubo shards it (`provanchor.formats.hamt`), so the root equals
 ``ipfs add -r`` for trees of any size.
 """
 
@@ -33,14 +33,16 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, cast
 
-from provanchor.errors import ProvanchorError
-from provanchor.ipfs.cid import CID, DAG_PB, encode_varint
-from provanchor.ipfs.hamt import hamt_directory, needs_sharding
-from provanchor.ipfs.unixfs import UNIXFS_DIRECTORY, UNIXFS_SYMLINK, iter_file_blocks
+from provanchor.errors import SnapshotError as SnapshotError
+from provanchor.errors import UnsafeEntry as UnsafeEntry
+from provanchor.formats.cid import CID, DAG_PB
+from provanchor.formats.dagpb import directory_node, symlink_node
+from provanchor.formats.hamt import hamt_directory, needs_sharding
+from provanchor.formats.snapshot_manifest import EntryKind, FileEntry
+from provanchor.formats.unixfs import iter_file_blocks
 from provanchor.progress import ProgressFn
 from provanchor.snapshot.cache import CachedFile, CacheStats, FileCache, StatKey
 
@@ -52,47 +54,12 @@ __all__ = [
     "TreeResult",
     "UnsafeEntry",
     "build_tree",
-    "directory_node",
-    "symlink_node",
 ]
 
-EntryKind = Literal["file", "symlink", "dir"]
 BlockSink = Callable[[CID, bytes], None]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-
-
-class SnapshotError(ProvanchorError):
-    """A directory cannot be snapshotted (unreadable, changed type under us, unsupported entry)."""
-
-    def __init__(self, message: str, path: str | None = None) -> None:
-        self.path = path
-        super().__init__(message)
-
-
-class UnsafeEntry(SnapshotError):
-    """An entry whose name or type could not be restored safely; ``path`` names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """One entry under the snapshot root, as the manifest records it.
-
-    ``path`` is relative and POSIX-style. ``sha256`` is the content hash of a
-    regular file (None otherwise); ``target`` is a symlink's text (None
-    otherwise); ``cid`` is the entry's UnixFS node; ``size`` is a file's byte
-    count (0 for directories, the target length for symlinks); ``mode`` is the
-    permission bits (``stat.S_IMODE``).
-    """
-
-    path: str
-    kind: EntryKind
-    size: int
-    sha256: bytes | None
-    mode: int
-    cid: CID | None
-    target: str | None = None
 
 
 @dataclass
@@ -112,42 +79,6 @@ class TreeResult:
     def iter_blocks(self) -> Iterator[tuple[CID, bytes]]:
         """The blocks to upload, in an order `IpfsClient.put_blocks` (and a CAR) accepts."""
         return iter(self.blocks)
-
-
-# ---------------------------------------------------------------------------
-# dag-pb encoding of directory and symlink nodes
-# ---------------------------------------------------------------------------
-
-
-def _ld(field_number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return encode_varint(field_number << 3 | 2) + encode_varint(len(payload)) + payload
-
-
-@lru_cache(maxsize=1 << 16)
-def _link(name: bytes, cid: CID, tsize: int) -> bytes:
-    """One encoded PBLink; cached because a periodic snapshot re-encodes the same links every time."""
-    body = _ld(1, cid.to_bytes()) + _ld(2, name) + encode_varint(3 << 3) + encode_varint(tsize)
-    return _ld(2, body)
-
-
-def directory_node(links: list[tuple[bytes, CID, int]]) -> bytes:
-    """PBNode{Links (sorted by name bytes), Data: UnixFS{Type: Directory}} from (name, cid, tsize).
-
-    Links precede Data, and each link writes Hash, Name, Tsize in that order:
-    the canonical dag-pb form, so the bytes (and CID) match what Kubo
-    produces for the same directory.
-    """
-    parts = [_link(name, cid, tsize) for name, cid, tsize in sorted(links, key=lambda link: link[0])]
-    unixfs = encode_varint(1 << 3) + encode_varint(UNIXFS_DIRECTORY)
-    parts.append(_ld(1, unixfs))
-    return b"".join(parts)
-
-
-def symlink_node(target: bytes) -> bytes:
-    """PBNode{Data: UnixFS{Type: Symlink, Data: target}}, as ``ipfs add`` stores a symlink."""
-    unixfs = encode_varint(1 << 3) + encode_varint(UNIXFS_SYMLINK) + _ld(2, target)
-    return _ld(1, unixfs)
 
 
 # ---------------------------------------------------------------------------

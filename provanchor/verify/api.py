@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provanchor import merkle
 from provanchor.chain.client import checksum
 from provanchor.errors import (
     BlockMismatch,
@@ -31,9 +30,10 @@ from provanchor.errors import (
     SignatureError,
     UsageError,
 )
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR
+from provanchor.formats.unixfs import UnixFSError
 from provanchor.index.store import IndexStore
-from provanchor.ipfs.cid import CID, DAG_CBOR
-from provanchor.ipfs.unixfs import UnixFSError
 from provanchor.progress import ProgressFn
 from provanchor.records import ContentRef, Record, decode_record, recover_signer
 from provanchor.verify.checks import (

@@ -31,12 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from provanchor import merkle
-from provanchor.codec import dagcbor
-from provanchor.errors import BlockMismatch, BlockNotFound, DagCborError, RecordError, UsageError
-from provanchor.ipfs.car import CarError, read_car, write_car
-from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_CBOR, RECORD_LINK, link_problem
-from provanchor.pipeline.manifest import decode_manifest
+from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
+from provanchor.formats import dagcbor, merkle
+from provanchor.formats.bundle import (
+    BUNDLE_TYPE,
+    BUNDLE_VERSION,
+    PROOFS_PER_BLOCK,
+    SCOPE_LOG,
+    SCOPE_SELECTION,
+    BundleRoot,
+    Selection,
+    decode_bundle_root,
+    decode_proof_block,
+)
+from provanchor.formats.car import CarError, read_car, write_car
+from provanchor.formats.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
+from provanchor.formats.manifest import decode_manifest
 from provanchor.progress import ProgressFn
 from provanchor.records import Record, decode_record
 from provanchor.verify.api import check_contents
@@ -66,69 +76,9 @@ __all__ = [
     "verify_bundle",
 ]
 
-BUNDLE_TYPE = "provanchor/audit-bundle"
-BUNDLE_VERSION = 2  # v2 states its scope; v1 bundles are still read (their scope follows from the selection)
-SCOPE_LOG = "log"  # every record of the agent up to the last checkpoint listed
-SCOPE_SELECTION = "selection"  # the records matching `selection`, and only the verifier can prove "all of them"
 CHECK_COMPLETE = "bundle complete"
-PROOFS_PER_BLOCK = 1024
 CONTRACT_SAMPLE = 8
 CHECK_BUNDLE = "bundle matches the chain"
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which records go into a bundle: a location (URI, or a path on any host) and a time window."""
-
-    location: str | None = None
-    since_ns: int | None = None
-    until_ns: int | None = None
-    with_content: bool = False
-
-    def matches(self, record: Record) -> bool:
-        if self.since_ns is not None and record.time < self.since_ns:
-            return False
-        if self.until_ns is not None and record.time > self.until_ns:
-            return False
-        if self.location is None:
-            return True
-        return isinstance(record.location, str) and _location_matches(record.location, self.location)
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "location": self.location,
-            "since": self.since_ns,
-            "until": self.until_ns,
-            "content": self.with_content,
-        }
-
-    @property
-    def selective(self) -> bool:
-        """Whether it leaves records out (a location or a time window): then the bundle is a selection."""
-        return self.location is not None or self.since_ns is not None or self.until_ns is not None
-
-    @classmethod
-    def from_wire(cls, wire: object) -> Selection:
-        if not isinstance(wire, dict) or set(wire) != {"location", "since", "until", "content"}:
-            raise UsageError("malformed audit bundle root: selection must be {location, since, until, content}")
-        location, since, until, content = wire["location"], wire["since"], wire["until"], wire["content"]
-        if location is not None and not isinstance(location, str):
-            raise UsageError("malformed audit bundle root: selection.location must be a string or null")
-        for value in (since, until):
-            if value is not None and (type(value) is not int or value < 0):
-                raise UsageError("malformed audit bundle root: selection times must be integers (ns) or null")
-        if type(content) is not bool:
-            raise UsageError("malformed audit bundle root: selection.content must be a boolean")
-        return cls(location, since, until, content)
-
-
-def _location_matches(location: str, wanted: str) -> bool:
-    if "://" in wanted:
-        return location == wanted
-    from provanchor.index.query import encoded_path
-    from provanchor.index.store import location_path
-
-    return location_path(location) == encoded_path(wanted)
 
 
 @dataclass(frozen=True)
@@ -297,20 +247,6 @@ class _counting:
 # ------------------------------------------------------------------ verify
 
 
-@dataclass(frozen=True)
-class _BundleRoot:
-    version: int
-    chain_id: int
-    contract: str
-    agent: str
-    scope: str
-    selection: Selection
-    checkpoints: list[dict[str, object]]
-    proofs: list[CID]
-    records: int
-    contents: list[CID]
-
-
 def read_bundle(handle: BinaryIO) -> tuple[CID, MemorySource, str | None]:
     """The bundle's root CID and its blocks; a block that does not match its CID stops reading (reported)."""
     roots, sections = read_car(handle)
@@ -326,70 +262,6 @@ def read_bundle(handle: BinaryIO) -> tuple[CID, MemorySource, str | None]:
     except BlockMismatch as exc:
         return roots[0], source, str(exc)
     return roots[0], source, None
-
-
-_ROOT_KEYS_V1 = {"type", "v", "chain_id", "contract", "agent", "selection", "checkpoints", "proofs", "records",
-                 "contents", "created"}
-_ROOT_KEYS = _ROOT_KEYS_V1 | {"scope"}
-
-
-def decode_proof_block(data: bytes) -> list[tuple[int, bytes]]:
-    """A proof block's entries, (log position, concatenated audit path), strictly; UsageError otherwise."""
-    try:
-        wire = dagcbor.decode(data)
-    except DagCborError as exc:
-        raise UsageError(f"malformed proof block: not DAG-CBOR ({exc})") from None
-    if not isinstance(wire, dict) or set(wire) != {"records"} or not isinstance(wire["records"], list):
-        raise UsageError("malformed proof block: it must be a map {records: [[position, proof], ...]}")
-    entries: list[tuple[int, bytes]] = []
-    for number, entry in enumerate(wire["records"]):
-        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int and entry[0] >= 0):
-            raise UsageError(f"malformed proof block: entry {number} is not [non-negative position, proof bytes]")
-        if not isinstance(entry[1], bytes):
-            raise UsageError(f"malformed proof block: entry {number}'s proof is not a byte string")
-        entries.append((entry[0], entry[1]))
-    return entries
-
-
-def decode_bundle_root(data: bytes) -> _BundleRoot:
-    """The root block, strictly: exact keys and types, every link the kind of CID it must be."""
-    try:
-        wire = dagcbor.decode(data)
-    except ValueError as exc:
-        raise UsageError(f"not a provanchor audit bundle: its root block is not DAG-CBOR ({exc})") from None
-    if not isinstance(wire, dict) or wire.get("type") != BUNDLE_TYPE or wire.get("v") not in (1, BUNDLE_VERSION):
-        raise UsageError("not a provanchor audit bundle (version 1 or 2): its root block has another type")
-    version = wire["v"]
-    expected = _ROOT_KEYS if version == BUNDLE_VERSION else _ROOT_KEYS_V1
-    if set(wire) != expected:
-        raise UsageError(f"malformed audit bundle root: keys {sorted(wire)}, expected {sorted(expected)}")
-    selection = Selection.from_wire(wire["selection"])
-    scope = wire["scope"] if version == BUNDLE_VERSION else (SCOPE_SELECTION if selection.selective else SCOPE_LOG)
-    if scope not in (SCOPE_LOG, SCOPE_SELECTION) or (scope == SCOPE_LOG and selection.selective):
-        raise UsageError(f"malformed audit bundle root: scope {scope!r} does not fit its selection")
-    checkpoints, proofs, contents = wire["checkpoints"], wire["proofs"], wire["contents"]
-    if not isinstance(checkpoints, list) or not all(isinstance(c, dict) for c in checkpoints):
-        raise UsageError("malformed audit bundle root: checkpoints must be a list of maps")
-    for name, value in (("chain_id", wire["chain_id"]), ("records", wire["records"]), ("created", wire["created"])):
-        if type(value) is not int or value < 0:
-            raise UsageError(f"malformed audit bundle root: {name} must be a non-negative integer")
-    if not isinstance(wire["contract"], str) or not isinstance(wire["agent"], str):
-        raise UsageError("malformed audit bundle root: contract and agent must be strings")
-    if not isinstance(proofs, list) or not isinstance(contents, list):
-        raise UsageError("malformed audit bundle root: proofs and contents must be lists of CIDs")
-    links = [(c, RECORD_LINK, f"proof block {i}") for i, c in enumerate(proofs)]
-    links += [(c, CONTENT_LINK, f"content {i}") for i, c in enumerate(contents)]
-    links += [(c.get("manifest"), RECORD_LINK, f"checkpoint {i}'s manifest") for i, c in enumerate(checkpoints)]
-    for cid, allowed, what in links:
-        if not isinstance(cid, CID):
-            raise UsageError(f"malformed audit bundle root: {what} is not a CID")
-        problem = link_problem(cid, allowed, what)
-        if problem is not None:
-            raise UsageError(f"malformed audit bundle root: {problem}")
-    return _BundleRoot(
-        version, wire["chain_id"], wire["contract"], wire["agent"], scope, selection, checkpoints,
-        proofs, wire["records"], contents,
-    )
 
 
 def verify_bundle(
@@ -443,7 +315,7 @@ def verify_bundle(
 def _completeness(
     report: Report,
     log: AgentLog,
-    bundle: _BundleRoot,
+    bundle: BundleRoot,
     records: list[tuple[int, CID | None, bytes, bytes | None]],
     last: int,
     ipfs: BlockSource | None,
@@ -499,7 +371,7 @@ def _completeness(
         report.facts["complete"] = "proven"
 
 
-def _match_checkpoints(report: Report, log: AgentLog, bundle: _BundleRoot) -> int | None:
+def _match_checkpoints(report: Report, log: AgentLog, bundle: BundleRoot) -> int | None:
     """The bundle's checkpoint list must be a prefix of the chain's anchors; returns its last index."""
     if not bundle.checkpoints:
         report.failed(CHECK_BUNDLE, "the bundle covers no checkpoint")
@@ -528,7 +400,7 @@ def _match_checkpoints(report: Report, log: AgentLog, bundle: _BundleRoot) -> in
 
 
 def _bundle_records(
-    report: Report, log: AgentLog, source: MemorySource, bundle: _BundleRoot, last: int
+    report: Report, log: AgentLog, source: MemorySource, bundle: BundleRoot, last: int
 ) -> list[tuple[int, CID | None, bytes, bytes | None]]:
     """(position, the anchored CID there, proof, record bytes or None) for every entry of the proof blocks."""
     out: list[tuple[int, CID | None, bytes, bytes | None]] = []

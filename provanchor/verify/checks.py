@@ -12,9 +12,9 @@ import gc
 import hashlib
 from dataclasses import dataclass
 
-from provanchor import merkle
 from provanchor.errors import RecordError, SignatureError
-from provanchor.pipeline.manifest import Manifest
+from provanchor.formats import merkle
+from provanchor.formats.manifest import Manifest
 from provanchor.records import Eip712Domain, Record, decode_record, recover_signer
 from provanchor.records.signing import _recover
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from provanchor import merkle
 from provanchor.chain.client import AnchorResult, LedgerClient
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR
+from provanchor.formats.manifest import Manifest, PreviousCheckpoint, build_manifest
 from provanchor.ipfs.client import IpfsClient
-from provanchor.pipeline.manifest import Manifest, PreviousCheckpoint, build_manifest
 from provanchor.records import SCHEMA_VERSION, Change, Eip712Domain, Record, RecordSigner
 
 __all__ = ["Entry", "LogWriter", "Staged"]

@@ -20,11 +20,11 @@ from typing import Any
 import requests
 from eth_abi.abi import encode as abi_encode
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient, checksum
 from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, ConfigError, RecordError, UsageError
-from provanchor.ipfs.cid import CID, RECORD_LINK, link_problem
-from provanchor.pipeline.manifest import Manifest, decode_manifest
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, RECORD_LINK, link_problem
+from provanchor.formats.manifest import Manifest, decode_manifest
 from provanchor.records import Eip712Domain
 from provanchor.records.signing import keccak
 from provanchor.verify.checks import (

@@ -19,10 +19,10 @@ from typing import Protocol
 import requests
 
 from provanchor.errors import BlockMismatch, BlockNotFound, IpfsUnavailable, UsageError
-from provanchor.ipfs.cid import CID, DAG_PB, RAW
+from provanchor.formats.cid import CID, DAG_PB, RAW
+from provanchor.formats.unixfs import UNIXFS_FILE, UNIXFS_RAW, UnixFSError, decode_pbnode, decode_unixfs
 from provanchor.ipfs.client import IpfsClient, api_url
 from provanchor.ipfs.pipelined import PipelinedBlocks
-from provanchor.ipfs.unixfs import UNIXFS_FILE, UNIXFS_RAW, UnixFSError, decode_pbnode, decode_unixfs
 
 __all__ = [
     "BlockSource",

@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Literal, Protocol
 
-from provanchor.agent.capture.errors import CaptureError, CaptureUnavailable, InvalidWatchPath
 from provanchor.agent.capture.events import EventKind, ProcessInfo, RawEvent
 from provanchor.agent.capture.fanotify import FanotifyWatcher
 from provanchor.agent.capture.inotify import InotifyWatcher
 from provanchor.agent.capture.paths import canonical_roots
 from provanchor.agent.capture.procinfo import inspect_process
-from provanchor.errors import UsageError
+from provanchor.errors import CaptureError, CaptureUnavailable, InvalidWatchPath, UsageError
 
 __all__ = [
     "CaptureError",

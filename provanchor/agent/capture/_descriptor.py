@@ -8,7 +8,7 @@ import select
 from types import TracebackType
 from typing import Self
 
-from provanchor.agent.capture.errors import CaptureError
+from provanchor.errors import CaptureError
 
 
 class WatcherDescriptor:

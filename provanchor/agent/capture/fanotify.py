@@ -40,11 +40,11 @@ from collections.abc import Callable, Collection, Sequence
 from provanchor.agent.capture import _libc
 from provanchor.agent.capture import fanotify_abi as abi
 from provanchor.agent.capture._descriptor import WatcherDescriptor
-from provanchor.agent.capture.errors import CaptureUnavailable
 from provanchor.agent.capture.events import EventKind, ProcessInfo, RawEvent
 from provanchor.agent.capture.handles import DirectoryPaths, fsid_bytes, resolve
 from provanchor.agent.capture.paths import PathFilter, canonical_roots, join, mount_points_under, walk
 from provanchor.agent.capture.procinfo import inspect_process, vanished
+from provanchor.errors import CaptureUnavailable
 
 log = logging.getLogger(__name__)
 

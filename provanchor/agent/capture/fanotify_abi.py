@@ -19,7 +19,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from provanchor.agent.capture.errors import CaptureError
+from provanchor.errors import MalformedEvent as MalformedEvent
 
 # fanotify_init() flags
 FAN_CLOEXEC = 0x00000001
@@ -119,14 +119,6 @@ def fsid_of(key: bytes) -> bytes:
 
 def make_key(fsid: bytes, handle: bytes) -> bytes:
     return fsid + handle
-
-
-class MalformedEvent(CaptureError):
-    """The kernel returned bytes this parser does not understand; `events` holds what parsed before it."""
-
-    def __init__(self, message: str, events: list[FanotifyEvent]) -> None:
-        self.events = events
-        super().__init__(message)
 
 
 def parse_events(buffer: bytes) -> list[FanotifyEvent]:

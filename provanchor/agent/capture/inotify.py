@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from provanchor.agent.capture import _libc
 from provanchor.agent.capture import inotify_abi as abi
 from provanchor.agent.capture._descriptor import WatcherDescriptor
-from provanchor.agent.capture.errors import CaptureError
 from provanchor.agent.capture.events import EventKind, RawEvent
 from provanchor.agent.capture.paths import canonical_roots, join
+from provanchor.errors import CaptureError
 
 log = logging.getLogger(__name__)
 

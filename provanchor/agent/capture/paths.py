@@ -13,7 +13,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 
-from provanchor.agent.capture.errors import InvalidWatchPath
+from provanchor.errors import InvalidWatchPath
 
 
 def canonical_roots(paths: Sequence[str]) -> tuple[str, ...]:

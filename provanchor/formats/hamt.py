@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from provanchor.ipfs.cid import CID, DAG_PB, encode_varint
+from provanchor.formats.cid import CID, DAG_PB
+from provanchor.formats.dagpb import bytes_field, pb_link, varint_field
 
 __all__ = [
     "FANOUT",
@@ -110,18 +111,6 @@ def needs_sharding(links: Sequence[Link], threshold: int = HAMT_THRESHOLD) -> bo
     return sum(len(name) + len(cid.to_bytes()) for name, cid, _ in links) > threshold
 
 
-def _ld(field_number: int, payload: bytes) -> bytes:
-    return encode_varint(field_number << 3 | 2) + encode_varint(len(payload)) + payload
-
-
-def _varint_field(field_number: int, value: int) -> bytes:
-    return encode_varint(field_number << 3) + encode_varint(value)
-
-
-def _pb_link(name: bytes, cid: CID, tsize: int) -> bytes:
-    return _ld(2, _ld(1, cid.to_bytes()) + _ld(2, name) + _varint_field(3, tsize))
-
-
 def _shard_node(slots: dict[int, tuple[bytes, CID, int]]) -> bytes:
     """The dag-pb bytes of one shard: its links by slot, then its UnixFS HAMTShard data."""
     bits = 0
@@ -129,15 +118,15 @@ def _shard_node(slots: dict[int, tuple[bytes, CID, int]]) -> bytes:
     for slot in sorted(slots):
         bits |= 1 << slot
         name, cid, tsize = slots[slot]
-        links.append(_pb_link(name, cid, tsize))
+        links.append(pb_link(name, cid, tsize))
     bitfield = bits.to_bytes((bits.bit_length() + 7) // 8, "big")
     unixfs = (
-        _varint_field(1, _UNIXFS_HAMT_SHARD)
-        + (_ld(2, bitfield) if bitfield else b"")
-        + _varint_field(5, MURMUR3)
-        + _varint_field(6, FANOUT)
+        varint_field(1, _UNIXFS_HAMT_SHARD)
+        + (bytes_field(2, bitfield) if bitfield else b"")
+        + varint_field(5, MURMUR3)
+        + varint_field(6, FANOUT)
     )
-    return b"".join(links) + _ld(1, unixfs)
+    return b"".join(links) + bytes_field(1, unixfs)
 
 
 def _build(entries: list[tuple[bytes, bytes, CID, int]], depth: int, emit: Emit) -> tuple[CID, int]:

@@ -30,7 +30,7 @@ sorted by the length of their encoded form then bytewise, and never repeat.
 from __future__ import annotations
 
 from provanchor.errors import DagCborError, InvalidCid
-from provanchor.ipfs.cid import CID
+from provanchor.formats.cid import CID
 
 __all__ = ["MAX_DEPTH", "DagCborError", "decode", "encode"]
 

@@ -14,7 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from provanchor.errors import InvalidCid
+from provanchor.errors import InvalidCid, VarintError
+from provanchor.formats.varint import decode_varint as _decode_varint
+from provanchor.formats.varint import encode_varint
 
 RAW = 0x55
 DAG_PB = 0x70
@@ -25,33 +27,12 @@ _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 
 
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("varints are unsigned")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def decode_varint(data: bytes, offset: int = 0) -> tuple[int, int]:
-    """Return (value, next offset); raise InvalidCid on truncation or overlong encodings."""
-    value = 0
-    shift = 0
-    for i in range(offset, min(len(data), offset + 9)):
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and i != offset:
-                raise InvalidCid("non-minimal varint in CID")
-            return value, i + 1
-        shift += 7
-    raise InvalidCid("truncated varint in CID")
+    """Return (value, next offset); InvalidCid on truncation or overlong encodings."""
+    try:
+        return _decode_varint(data, offset)
+    except VarintError as exc:
+        raise InvalidCid(f"{exc} in CID") from exc
 
 
 def b58encode(data: bytes) -> str:

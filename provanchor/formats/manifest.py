@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from provanchor.codec import dagcbor
 from provanchor.errors import InvalidCid, RecordError
-from provanchor.ipfs.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
+from provanchor.formats import dagcbor
+from provanchor.formats.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
 
 MANIFEST_TYPE = "provanchor/batch"
 MANIFEST_VERSION = 1

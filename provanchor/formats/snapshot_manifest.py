@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Literal, Protocol, cast
 
-from provanchor import merkle
-from provanchor.codec import dagcbor
-from provanchor.errors import RecordError
-from provanchor.ipfs.cid import CID, CONTENT_LINK, DAG_PB, DIRECTORY_LINK, link_problem
-from provanchor.snapshot.tree import EntryKind, FileEntry, TreeResult
+from provanchor.errors import ManifestError as ManifestError
+from provanchor.formats import dagcbor, merkle
+from provanchor.formats.cid import CID, CONTENT_LINK, DAG_PB, DIRECTORY_LINK, link_problem
 
 __all__ = [
     "MANIFEST_TYPE",
@@ -35,16 +33,45 @@ __all__ = [
     "state_root",
 ]
 
+EntryKind = Literal["file", "symlink", "dir"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One entry under the snapshot root, as the manifest records it.
+
+    ``path`` is relative and POSIX-style. ``sha256`` is the content hash of a
+    regular file (None otherwise); ``target`` is a symlink's text (None
+    otherwise); ``cid`` is the entry's UnixFS node; ``size`` is a file's byte
+    count (0 for directories, the target length for symlinks); ``mode`` is the
+    permission bits (``stat.S_IMODE``).
+    """
+
+    path: str
+    kind: EntryKind
+    size: int
+    sha256: bytes | None
+    mode: int
+    cid: CID | None
+    target: str | None = None
+
+
+class BuiltTree(Protocol):
+    """What a manifest needs of a freshly built tree (`provanchor.snapshot.tree.TreeResult`)."""
+
+    @property
+    def root(self) -> CID: ...
+
+    @property
+    def files(self) -> Sequence[FileEntry]: ...
+
+
 MANIFEST_TYPE = "provanchor/snapshot"
 MANIFEST_VERSION = 1
 
 _TOP_KEYS = frozenset({"type", "v", "location", "root", "time", "agent", "checkpoint", "files"})
 _ENTRY_KEYS = frozenset({"path", "kind", "size", "sha256", "mode", "cid", "target"})
 _KINDS: tuple[EntryKind, ...] = ("file", "symlink", "dir")
-
-
-class ManifestError(RecordError):
-    """A snapshot manifest is malformed or unsafe; ``field`` names the offending field."""
 
 
 def entry_to_dict(entry: FileEntry) -> dict[str, object]:
@@ -82,7 +109,7 @@ class SnapshotManifest:
 
     @classmethod
     def from_tree(
-        cls, location: str, tree: TreeResult, *, time: int, agent: str, checkpoint: int | None
+        cls, location: str, tree: BuiltTree, *, time: int, agent: str, checkpoint: int | None
     ) -> SnapshotManifest:
         """The manifest of a freshly built tree (``time`` in nanoseconds since the epoch)."""
         return cls(location, tree.root, time, agent, checkpoint, _sorted(tree.files))

@@ -34,8 +34,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from provanchor.errors import ProvanchorError
-from provanchor.ipfs.cid import CID, DAG_PB, RAW, encode_varint
+from provanchor.errors import ProvanchorError, VarintError
+from provanchor.errors import UnixFSError as UnixFSError
+from provanchor.formats.cid import CID, DAG_PB, RAW
+from provanchor.formats.varint import PROTOBUF_MAX_BYTES, decode_varint, encode_varint
 
 __all__ = [
     "CHUNK_SIZE",
@@ -75,10 +77,6 @@ _INFLIGHT_PER_WORKER = 4
 BlockSink = Callable[[CID, bytes], None]
 
 
-class UnixFSError(ProvanchorError):
-    """A block is not the dag-pb / UnixFS file node it should be (or a file cannot be read)."""
-
-
 # ---------------------------------------------------------------------------
 # protobuf helpers (only what dag-pb and UnixFS use)
 # ---------------------------------------------------------------------------
@@ -101,16 +99,10 @@ _LINK_TSIZE = _key(3, 0)  # 18
 
 def _read_varint(data: bytes | memoryview, offset: int, end: int) -> tuple[int, int]:
     """Protobuf varint at ``offset`` (unsigned, at most 64 bits); UnixFSError if truncated."""
-    value = 0
-    shift = 0
-    while offset < end and shift < 64:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-    raise UnixFSError("malformed protobuf: truncated or overlong varint")
+    try:
+        return decode_varint(data, offset, end, max_bytes=PROTOBUF_MAX_BYTES, minimal=False)
+    except VarintError as exc:
+        raise UnixFSError(f"malformed protobuf: {exc}") from exc
 
 
 def _fields(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, int]]:
