@@ -90,9 +90,10 @@ def test_checkpoint_sequence_and_views(approved_agent: Callable[[], tuple[Ledger
     assert err.value.name == "UnknownCheckpoint"
     # The manifest CID travels in the event, with the tx that anchored it.
     events = client.anchor_events(agent.address)
-    assert [e["args"]["size"] for e in events] == sizes
-    assert all(bytes(e["args"]["manifestCid"]) == CID for e in events)
-    assert events[-1]["transactionHash"].to_0x_hex() == results[-1].tx
+    assert [e.size for e in events] == sizes
+    assert all(e.manifest_cid == CID for e in events)
+    assert events[-1].mined.tx_hex == results[-1].tx
+    assert [e.agent for e in events] == [agent.address.lower()] * len(sizes)
 
 
 def test_equal_and_smaller_sizes_are_refused(approved_agent: Callable[[], tuple[LedgerClient, LocalAccount]]) -> None:

@@ -9,6 +9,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from provanchor.chain.client import Action, LedgerClient
+from provanchor.chain.events import AgentAdded, ProposalApproved, ProposalCreated, ProposalExecuted
 from provanchor.errors import ContractError
 
 Deploy = Callable[..., tuple[LedgerClient, list[LocalAccount]]]
@@ -30,6 +31,18 @@ def test_two_of_three_quorum_activates_agent_only_on_second_approval(
     assert info.active and info.name == "host-a"
     assert info.approved_block == second.block
     assert [a.address for a in client.agents()] == [agent]
+
+    # The same history, as typed events in chain order.
+    history = client.governance_events()
+    created, first, approved, added, executed = history[-5:]  # the effect is emitted before the execution
+    assert isinstance(created, ProposalCreated) and created.proposal_id == outcome.proposal_id
+    assert (created.action, created.target, created.name) == (Action.ADD_AGENT, agent.lower(), "host-a")
+    assert isinstance(first, ProposalApproved) and first.approvals == 1
+    assert first.governor == governors[0].address.lower()
+    assert isinstance(approved, ProposalApproved) and approved.governor == governors[1].address.lower()
+    assert isinstance(executed, ProposalExecuted) and executed.proposal_id == outcome.proposal_id
+    assert isinstance(added, AgentAdded) and (added.agent, added.name) == (agent.lower(), "host-a")
+    assert added.mined.block == second.block and added.mined.tx_hex == second.tx
 
 
 def test_a_governor_cannot_approve_twice(deploy: Deploy) -> None:

@@ -77,16 +77,16 @@ def anchored_log(net_home: Home, agent: str) -> list[tuple[int, bytes, CID, list
     entries: list[tuple[int, bytes, CID, list[bytes]]] = []
     leaves: list[bytes] = []
     for event in ledger.anchor_events(agent):
-        args = event["args"]
-        manifest = decode_manifest(ipfs.get_block(CID.parse(bytes(args["manifestCid"]))))
-        assert manifest.start == len(leaves) and manifest.size == int(args["size"])
+        assert event.manifest is not None
+        manifest = decode_manifest(ipfs.get_block(event.manifest))
+        assert manifest.start == len(leaves) and manifest.size == event.size
         for cid, signature in zip(manifest.records, manifest.signatures, strict=True):
             block = ipfs.get_block(cid)
             record = decode_record(block)
             assert recover_signer(domain, record.hash, signature).lower() == agent.lower()
             leaves.append(merkle.leaf_hash(record.hash))
             entries.append((record.seq, record.hash, cid, [signature]))
-        assert merkle.root(leaves) == bytes(args["root"]) == manifest.root
+        assert merkle.root(leaves) == event.root == manifest.root
     return entries
 
 

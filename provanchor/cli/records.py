@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from provanchor.chain.client import LedgerClient, checksum
+from provanchor.chain.client import checksum
 from provanchor.cli.agent import password_file_option
 from provanchor.cli.context import (
     app,
@@ -18,10 +18,8 @@ from provanchor.cli.context import (
     progress_note,
     wide_option,
 )
-from provanchor.formats.cid import CID
 from provanchor.identity import load_identity
 from provanchor.network import load_network
-from provanchor.pipeline.session import AgentSession
 from provanchor.records import Op
 
 _OPS = [op.value for op in Op]
@@ -55,26 +53,13 @@ def record(
     as_json: bool,
 ) -> None:
     """Record one change as the configured agent (durable when this returns)."""
-    from provanchor.pipeline.manual import manual_change
+    from provanchor.pipeline.manual import record_manual_change
 
-    built = manual_change(location, op, file_path, user, code_hash)
-    with AgentSession.open(app(ctx).home, password_file=password_file) as session:
-        ref = session.record(built.change, built.content)
-        warning = session.approval_warning()
-        if warning:
-            progress_note(f"warning: {warning}")
-        status = session.flush() if flush_now else None
-    data: dict[str, Any] = {
-        "record_id": ref.record_id,
-        "cid": ref.record_id,
-        "seq": ref.seq,
-        "hash": "0x" + ref.hash.hex(),
-        "location": built.location,
-        "agent": session.address,
-        "warning": warning,
-    }
-    if status is not None:
-        data.update({"anchored_size": status.size, "root": "0x" + status.root.hex(), "tx": status.tx})
+    result = record_manual_change(
+        app(ctx).home, location, op, file_path, user, code_hash,
+        flush=flush_now, password_file=password_file, on_warning=lambda text: progress_note(f"warning: {text}"),
+    )
+    data = result.to_json()
     if as_json:
         emit_json(data)
     else:
@@ -117,27 +102,13 @@ def anchor(ctx: click.Context, flush_now: bool, timeout: float, password_file: s
 @click.pass_context
 def log(ctx: click.Context, agent_address: str | None, wide: bool, as_json: bool) -> None:
     """List an agent's checkpoints as the chain records them."""
+    from provanchor.chain.history import checkpoint_history
+
     home = app(ctx).home
     network = load_network(home)
     address = checksum(agent_address) if agent_address else load_identity(home).address
-    ledger = LedgerClient(network.rpc_url, network.contract)
-    ledger.ensure_deployed()
-    rows = []
-    for event in ledger.anchor_events(address, from_block=network.deployment_block):
-        args = event["args"]
-        index = int(args["index"])
-        checkpoint = ledger.checkpoint(address, index)
-        rows.append(
-            {
-                "index": index,
-                "size": int(args["size"]),
-                "root": "0x" + bytes(args["root"]).hex(),
-                "manifest_cid": CID.parse(bytes(args["manifestCid"])).encode(),
-                "time": checkpoint.timestamp,
-                "block": int(event["blockNumber"]),
-                "tx": event["transactionHash"].to_0x_hex(),
-            }
-        )
+    history = checkpoint_history(network.rpc_url, network.contract, address, network.deployment_block)
+    rows = [checkpoint.to_json() for checkpoint in history]
     if as_json:
         emit_json(rows)
         return

@@ -28,9 +28,9 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from provanchor.chain.client import LedgerClient
+from provanchor.chain.events import Anchored
 from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError
 from provanchor.formats import merkle
 from provanchor.formats.cid import CID, RECORD_LINK, link_problem
@@ -153,7 +153,7 @@ class Indexer:
         start = int(self.store.get_state("scanned_block") or self.network.deployment_block)
         events = sorted(
             self.ledger.anchor_events(None, from_block=start, to_block=head),
-            key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])),
+            key=lambda e: (e.mined.block, e.mined.log_index),
         )
         # A first sync (or a rebuild) fills an empty index: build its query indexes once at the end.
         loading = self.store.bulk_load() if self.store.record_count() == 0 else contextlib.nullcontext()
@@ -172,9 +172,9 @@ class Indexer:
                     # Checkpoints, their records, problems and progress: all or nothing, a round at a time.
                     with self.store.batch():
                         for event in chunk:
-                            agent = str(event["args"]["agent"]).lower()
+                            agent = event.agent
                             state = _AgentLog.from_json(self.store.get_state(f"log:{agent}"))
-                            index = int(event["args"]["index"])
+                            index = event.index
                             if index >= state.next_checkpoint:  # else indexed by an earlier sync
                                 self._checkpoint(agent, index, event, state, report, fetched)
                                 self.store.set_state(f"log:{agent}", state.to_json())
@@ -191,14 +191,13 @@ class Indexer:
 
     # ------------------------------------------------------------ one checkpoint
 
-    def _prefetch(self, events: list[Any]) -> dict[CID, bytes | Exception]:
+    def _prefetch(self, events: list[Anchored]) -> dict[CID, bytes | Exception]:
         """A round's manifests, then all their records: two pipelined reads for many checkpoints."""
         manifests = []
         for event in events:
-            with contextlib.suppress(ProvanchorError, ValueError, IndexError):
-                cid = CID.parse(bytes(event["args"]["manifestCid"]))
-                if link_problem(cid, RECORD_LINK, "manifest") is None:
-                    manifests.append(cid)
+            cid = event.manifest
+            if cid is not None and link_problem(cid, RECORD_LINK, "manifest") is None:
+                manifests.append(cid)
         found: dict[CID, bytes | Exception] = dict(zip(manifests, self._fetch_all(manifests), strict=True))
         records: list[CID] = []
         for cid in manifests:
@@ -214,22 +213,20 @@ class Indexer:
         self,
         agent: str,
         index: int,
-        event: Any,
+        event: Anchored,
         state: _AgentLog,
         report: SyncReport,
         fetched: dict[CID, bytes | Exception],
     ) -> None:
-        args = event["args"]
-        size, root = int(args["size"]), bytes(args["root"])
-        block = int(event["blockNumber"])
-        tx = bytes(event["transactionHash"])
-        try:
-            manifest_cid = CID.parse(bytes(args["manifestCid"]))
+        size, root = event.size, event.root
+        block, tx = event.mined.block, event.mined.tx
+        manifest_cid = event.manifest
+        if manifest_cid is None:
+            wrong: str | None = "the chain's manifest CID does not parse"
+        else:
             wrong = link_problem(manifest_cid, RECORD_LINK, "the chain's manifest CID")
-        except (ProvanchorError, ValueError, IndexError) as exc:
-            manifest_cid, wrong = None, f"the chain's manifest CID does not parse ({exc})"
         timestamp = self.ledger.checkpoint(agent, index).timestamp
-        shown = manifest_cid.encode() if manifest_cid is not None else bytes(args["manifestCid"]).hex()
+        shown = manifest_cid.encode() if manifest_cid is not None else event.manifest_cid.hex()
         checkpoint = Checkpoint(agent, index, size, root, shown, block, tx, timestamp * 10**9)
 
         def problem(reason: str, seq: int | None = None, rid: str | None = None) -> None:

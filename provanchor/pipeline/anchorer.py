@@ -431,8 +431,8 @@ class Anchorer:
 
     def _find_anchor_tx(self, batch: Batch) -> tuple[str | None, int | None]:
         for event in self.ledger.anchor_events(self.agent, from_block=0):
-            if int(event["args"]["index"]) == batch.checkpoint_index:
-                return event["transactionHash"].to_0x_hex(), int(event["blockNumber"])
+            if event.index == batch.checkpoint_index:
+                return event.mined.tx_hex, event.mined.block
         return batch.tx_hash, None
 
     def _rebroadcast(self, batch: Batch) -> None:

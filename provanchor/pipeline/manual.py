@@ -12,16 +12,18 @@ import getpass
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.errors import UsageError
 from provanchor.formats.cid import CID
 from provanchor.formats.unixfs import cid_for_bytes
+from provanchor.home import Home
 from provanchor.hostid import default_host_id
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 
-__all__ = ["ManualChange", "manual_change", "parse_code_hash"]
+__all__ = ["ManualChange", "ManualRecordResult", "manual_change", "parse_code_hash", "record_manual_change"]
 
 # Operations whose record states the location's new content.
 _CONTENT_OPS = frozenset({Op.CREATE, Op.WRITE, Op.TRUNCATE})
@@ -103,3 +105,70 @@ def manual_change(
         mode=mode,
     )
     return ManualChange(change, content)
+
+
+@dataclass(frozen=True)
+class ManualRecordResult:
+    """What `provanchor record` reports: the record, where it lives, and its anchoring when flushed."""
+
+    record_id: str
+    seq: int
+    hash: bytes
+    location: str
+    agent: str
+    warning: str | None
+    anchored_size: int | None = None
+    root: bytes | None = None
+    tx: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "record_id": self.record_id,
+            "cid": self.record_id,
+            "seq": self.seq,
+            "hash": "0x" + self.hash.hex(),
+            "location": self.location,
+            "agent": self.agent,
+            "warning": self.warning,
+        }
+        if self.anchored_size is not None:
+            data.update({"anchored_size": self.anchored_size, "root": "0x" + (self.root or b"").hex(), "tx": self.tx})
+        return data
+
+
+def record_manual_change(
+    home: Home,
+    location: str,
+    op: str,
+    file_path: str | None,
+    user: str | None,
+    code_hash: str | None,
+    *,
+    flush: bool = False,
+    password_file: str | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> ManualRecordResult:
+    """Check, sign and spool one hand-made change as the configured agent; durable when this returns.
+
+    `on_warning` hears at once that the agent is not approved (before a flush waits on the chain).
+    """
+    from provanchor.pipeline.session import AgentSession
+
+    built = manual_change(location, op, file_path, user, code_hash)
+    with AgentSession.open(home, password_file=password_file) as session:
+        ref = session.record(built.change, built.content)
+        warning = session.approval_warning()
+        if warning and on_warning is not None:
+            on_warning(warning)
+        status = session.flush() if flush else None
+    return ManualRecordResult(
+        ref.record_id,
+        ref.seq,
+        ref.hash,
+        built.location,
+        session.address,
+        warning,
+        status.size if status is not None else None,
+        status.root if status is not None else None,
+        status.tx if status is not None else None,
+    )

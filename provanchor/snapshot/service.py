@@ -166,7 +166,7 @@ def list_snapshots(session: AgentSession, path: str | None, host_id: str) -> Ite
         locations: dict[bytes, str | None] = dict.fromkeys((a.cid for a in anchors), location)
     else:
         events = ledger.snapshot_events(session.address, from_block=session.network.deployment_block)
-        anchors = [ledger.snapshot(bytes(e["args"]["resourceId"]), int(e["args"]["index"])) for e in events]
+        anchors = [ledger.snapshot(e.resource_id, e.index) for e in events]
         locations = {a.cid: _manifest_location(session, a.cid) for a in anchors}
     for anchored in anchors:
         yield {

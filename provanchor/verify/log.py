@@ -17,16 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-from eth_abi.abi import encode as abi_encode
-
 from provanchor.chain.client import LedgerClient, checksum
-from provanchor.errors import BlockMismatch, BlockNotFound, ChainUnavailable, ConfigError, RecordError, UsageError
+from provanchor.errors import BlockMismatch, BlockNotFound, ConfigError, RecordError, UsageError
 from provanchor.formats import merkle
 from provanchor.formats.cid import CID, RECORD_LINK, link_problem
 from provanchor.formats.manifest import Manifest, decode_manifest
 from provanchor.records import Eip712Domain
-from provanchor.records.signing import keccak
 from provanchor.verify.checks import (
     CHECK_ACTIVE,
     CHECK_BLOCKS,
@@ -78,7 +74,6 @@ class Chain:
             reason = f"the contract at {self.contract} is not a provanchor ledger ({type(exc).__name__})"
             raise ConfigError(reason) from None
         self._anchors: dict[str, list[Anchor]] = {}
-        self._selectors: dict[str, tuple[bytes, list[str]]] = {}
 
     def anchors(self, agent: str) -> list[Anchor]:
         """The agent's checkpoints from the `Anchored` events, in index order (cached)."""
@@ -87,22 +82,8 @@ class Chain:
         if found is None:
             found = []
             for event in self.ledger.anchor_events(agent, from_block=self.deployment_block):
-                args = event["args"]
-                try:
-                    cid: CID | None = CID.parse(bytes(args["manifestCid"]))
-                except (RecordError, ValueError, IndexError):
-                    cid = None
-                found.append(
-                    Anchor(
-                        agent,
-                        int(args["index"]),
-                        int(args["size"]),
-                        bytes(args["root"]),
-                        cid,
-                        int(event["blockNumber"]),
-                        bytes(event["transactionHash"]),
-                    )
-                )
+                mined = event.mined
+                found.append(Anchor(agent, event.index, event.size, event.root, event.manifest, mined.block, mined.tx))
             found.sort(key=lambda a: a.index)
             self._anchors[agent] = found
         return found
@@ -110,48 +91,9 @@ class Chain:
     def agents(self) -> list[str]:
         return [a.address.lower() for a in self.ledger.agents()]
 
-    def _calldata(self, name: str, args: tuple[Any, ...]) -> str:
-        """ABI call data, encoded with eth_abi directly: web3's encode_abi costs 2 ms a call."""
-        found = self._selectors.get(name)
-        if found is None:
-            entries: list[dict[str, Any]] = [dict(f) for f in self.ledger.contract.abi]
-            (function,) = [f for f in entries if f.get("type") == "function" and f.get("name") == name]
-            types = [str(i["type"]) for i in function["inputs"]]
-            found = self._selectors[name] = (keccak(f"{name}({','.join(types)})".encode())[:4], types)
-        selector, types = found
-        return "0x" + (selector + abi_encode(types, list(args))).hex()
-
     def call_views(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[bool]:
-        """Boolean views of the ledger, many per JSON-RPC batch request.
-
-        A verification asks the contract two questions per checkpoint; one
-        HTTP round trip each through web3 costs about 5 ms, so a 100-checkpoint
-        log spent a second on them. Batches of `_BATCH` calls cost one trip.
-        """
-        answers: list[bool] = []
-        for start in range(0, len(calls), _BATCH):
-            chunk = calls[start : start + _BATCH]
-            payload: list[dict[str, Any]] = [
-                {
-                    "jsonrpc": "2.0",
-                    "id": number,
-                    "method": "eth_call",
-                    "params": [{"to": self.contract, "data": self._calldata(name, args)}, "latest"],
-                }
-                for number, (name, args) in enumerate(chunk)
-            ]
-            try:
-                reply = requests.post(self.ledger.rpc_url, json=payload, timeout=60)
-                results = {item["id"]: item for item in reply.json()}
-            except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
-                raise ChainUnavailable(f"chain RPC at {self.ledger.rpc_url} does not answer a batch of calls") from exc
-            for number, (name, _) in enumerate(chunk):
-                item = results.get(number, {})
-                value = item.get("result") if isinstance(item, dict) else None
-                if not isinstance(value, str) or not value.startswith("0x"):
-                    raise ChainUnavailable(f"chain RPC at {self.ledger.rpc_url} did not answer {name}: {item!r:.120}")
-                answers.append(int(value, 16) != 0)
-        return answers
+        """Boolean views of the ledger, batched (`LedgerClient.call_views`)."""
+        return self.ledger.call_views(calls)
 
 
 class Tally:
