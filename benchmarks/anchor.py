@@ -26,8 +26,8 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from provanchor import merkle
 from provanchor.chain.client import LedgerClient
+from provanchor.formats import merkle
 from provanchor.localnet.processes import AnvilService
 
 CID = bytes.fromhex("01711220") + bytes(32)

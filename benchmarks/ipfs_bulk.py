@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provanchor.ipfs.cid import CID, DAG_CBOR
+from provanchor.formats.cid import CID, DAG_CBOR
+from provanchor.formats.unixfs import cid_for_file
 from provanchor.ipfs.client import IpfsClient
-from provanchor.ipfs.unixfs import cid_for_file
 from provanchor.localnet.processes import IpfsService
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provanchor.merkle import CompactRange
+from provanchor.formats.merkle import CompactRange
 
 
 def batches(n: int, batch: int) -> Iterator[list[bytes]]:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from provanchor.formats.cid import CID, RAW
 from provanchor.index import (
     Checkpoint,
     IndexedInput,
@@ -51,7 +52,6 @@ from provanchor.index import (
     query_plan,
     run_query,
 )
-from provanchor.ipfs.cid import CID, RAW
 from provanchor.records import (
     Capture,
     CaptureBackend,

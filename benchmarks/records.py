@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provanchor.ipfs.cid import CID, RAW
+from provanchor.formats.cid import CID, RAW
 from provanchor.records import (
     Capture,
     CaptureBackend,

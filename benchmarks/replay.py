@@ -37,15 +37,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from provanchor.formats.cid import CID
+from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
+from provanchor.hostid import default_host_id
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
-from provanchor.ipfs.cid import CID
-from provanchor.ipfs.unixfs import cid_for_bytes
 from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
-from provanchor.pipeline.recorder import default_host_id
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 from provanchor.records.codehash import sha256_file
@@ -129,7 +129,7 @@ class Changer:
             self.record(Op.DELETE, path, before=ref(old, False))
 
     def _large_ref(self, path: Path, content: ContentRef) -> ContentRef:
-        from provanchor.ipfs.unixfs import cid_for_file
+        from provanchor.formats.unixfs import cid_for_file
 
         return ContentRef(content.sha256, content.size, CID.parse(cid_for_file(path)))
 

@@ -44,24 +44,26 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the log forger is a test helper
 
-from provanchor import merkle
+from helpers.forge import LogWriter
+
 from provanchor.chain.client import LedgerClient
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.home import Home
 from provanchor.identity import unlock
 from provanchor.index.store import Checkpoint, IndexedInput, IndexStore
 from provanchor.index.sync import Indexer
-from provanchor.ipfs.cid import CID, DAG_CBOR
 from provanchor.ipfs.client import IpfsClient
+from provanchor.ipfs.sources import MemorySource
 from provanchor.localnet import lifecycle
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, decode_record
 from provanchor.verify.api import VerifyContext, verify_agent
 from provanchor.verify.bundle import Selection, export_bundle, verify_bundle
-from provanchor.verify.forge import LogWriter
 from provanchor.verify.log import Chain
-from provanchor.verify.sources import MemorySource
 
 PASSWORD = "bench"
 T0 = 1_700_000_000 * 10**9

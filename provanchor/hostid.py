@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from provanchor.records.locations import location_arg
+
 __all__ = ["default_host_id", "local_location"]
 
 
@@ -31,8 +33,6 @@ def local_location(text: str, host: str | None = None) -> str:
     Agents record real paths, so an existing path is resolved through symlinks
     first; a path that no longer exists is only made absolute.
     """
-    from provanchor.index.query import location_arg
-
     if "://" not in text and os.path.exists(text):
         text = os.path.realpath(text)
     return location_arg(text, host or default_host_id())

@@ -26,7 +26,7 @@ from helpers.agent_service import Agent
 from test_replay_state import tree_of
 
 from provanchor.home import Home
-from provanchor.pipeline.recorder import default_host_id
+from provanchor.hostid import default_host_id
 from provanchor.records import file_location
 from provanchor.replay import open_sources, replay_state
 

@@ -25,8 +25,8 @@ from provanchor.formats.cid import CID
 from provanchor.formats.snapshot_manifest import ManifestError, SnapshotManifest, decode_snapshot_manifest
 from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
+from provanchor.hostid import default_host_id
 from provanchor.localnet.devagents import enroll_agent
-from provanchor.pipeline.recorder import default_host_id
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location
 from provanchor.replay import open_sources, replay_state

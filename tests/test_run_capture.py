@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 from helpers.agent_service import direct_python_env
+from helpers.forge import LogWriter
 
 from provanchor.chain.client import LedgerClient
 from provanchor.formats.cid import CID, RAW
 from provanchor.home import Home
+from provanchor.hostid import default_host_id
 from provanchor.identity import unlock
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.network import load_network
-from provanchor.pipeline.recorder import default_host_id
 from provanchor.records import (
     Capture,
     CaptureBackend,
@@ -38,7 +39,6 @@ from provanchor.records import (
     Op,
     file_location,
 )
-from provanchor.verify.forge import LogWriter
 
 PASSWORD = "run-capture-test"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from eth_account import Account
+from helpers.forge import Entry, LogWriter
 
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import ContractError
@@ -31,7 +32,6 @@ from provanchor.network import NetworkDescriptor, load_network
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Eip712Domain, Op, RecordSigner
 from provanchor.verify.api import VerifyContext, verify_agent, verify_record
 from provanchor.verify.bundle import Selection, _levels, _proof, export_bundle, verify_bundle
-from provanchor.verify.forge import Entry, LogWriter
 from provanchor.verify.report import Report
 
 PASSWORD = "tamper-test"

@@ -57,27 +57,8 @@ from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location, identify_command
 from provanchor.records.codehash import interpreter_family, sha256_file
+from provanchor.records.environment import env_digest
 
-# Variables that change what a program computes; their values are digested, not stored.
-ENV_THAT_MATTERS = (
-    "PATH",
-    "PYTHONPATH",
-    "PYTHONHASHSEED",
-    "LD_LIBRARY_PATH",
-    "LD_PRELOAD",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "CUDA_VISIBLE_DEVICES",
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
-    "NODE_PATH",
-    "JAVA_HOME",
-    "R_LIBS",
-)
 DEFAULT_EXCLUDES = ("*/__pycache__/*", "*.pyc", "*/.git/*")
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/etc/", "/bin/", "/sbin/")
 """Files read under these are the run's environment (path and sha256), not inputs."""
@@ -125,12 +106,6 @@ class _Observed:
     events: list[RawEvent] = field(default_factory=list)
     read_content: FileSeen | None = None
     read_bytes: bytes | None = None
-
-
-def env_digest(environ: dict[str, str]) -> tuple[str, list[str]]:
-    names = sorted(name for name in ENV_THAT_MATTERS if name in environ)
-    digest = hashlib.sha256("\n".join(f"{n}={environ[n]}" for n in names).encode()).hexdigest()
-    return digest, names
 
 
 class RunRecorder:

@@ -32,9 +32,10 @@ from provanchor.agent.tracker import ChangeTracker, FileState
 from provanchor.errors import ConfigError, ProvanchorError
 from provanchor.formats.cid import CID
 from provanchor.home import Home
+from provanchor.hostid import default_host_id
 from provanchor.identity import AgentIdentity, load_identity, read_password, unlock
 from provanchor.network import load_network
-from provanchor.pipeline.recorder import RecordRef, default_host_id
+from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession, service_locks
 from provanchor.records import Change, parse_file_location
 

@@ -130,7 +130,7 @@ def run(
     The command's own exit code is passed through.
     """
     from provanchor.agent.run import RunRecorder
-    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.hostid import default_host_id
     from provanchor.pipeline.session import AgentSession
 
     argv = list(command[1:] if command and command[0] == "--" else command)

@@ -48,9 +48,9 @@ def export_cmd(
     from provanchor.errors import UsageError
     from provanchor.index.query import location_arg
     from provanchor.index.timeparse import parse_time
+    from provanchor.ipfs.sources import IpfsSource
     from provanchor.verify.bundle import Selection, export_bundle
     from provanchor.verify.log import Chain
-    from provanchor.verify.sources import IpfsSource
 
     if rpc_url is None or contract is None or ipfs_api is None:
         from provanchor.network import load_network
@@ -91,9 +91,9 @@ def verify_cmd(
     ctx: click.Context, bundle: str, rpc_url: str | None, contract: str | None, ipfs_api: str | None, as_json: bool
 ) -> None:
     """Verify BUNDLE against the roots on the chain (no IPFS needed, except to prove a selection complete)."""
+    from provanchor.ipfs.sources import IpfsSource
     from provanchor.verify.bundle import verify_bundle
     from provanchor.verify.log import Chain
-    from provanchor.verify.sources import IpfsSource
     from provanchor.verify.trust import TrustBase
 
     trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, ipfs_api, needs_blocks=False)

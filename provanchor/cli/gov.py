@@ -1,45 +1,56 @@
-"""`provanchor gov`: proposals and approvals among the consortium's governors."""
+"""`provanchor gov`: proposals and approvals among the consortium's governors.
+
+The five `propose` commands and `approve`/`execute` are declared once, from
+`provanchor.governance.PROPOSALS`; each parses, calls one library function
+and prints.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from provanchor.chain.client import AgentInfo, LedgerClient, ProposalInfo, ProposalOutcome
 from provanchor.cli.context import app, emit_json, emit_table, iso_time, json_option, wide_option
-from provanchor.localnet.devkeys import select_governor
-from provanchor.network import load_network
 
-as_option = click.option(
-    "--as",
-    "as_governor",
-    default=None,
-    metavar="ADDRESS_OR_INDEX",
-    help="Act as this dev governor: an index (0 = first) or its address. Default: the first.",
+if TYPE_CHECKING:
+    from provanchor.chain.client import AgentInfo, ProposalInfo
+    from provanchor.governance import GovernanceResult, ProposalKind
+
+_SIGNER_OPTIONS = (
+    click.option(
+        "--as",
+        "as_governor",
+        default=None,
+        metavar="ADDRESS_OR_INDEX",
+        help="Act as this dev governor: an index (0 = first) or its address. Default: the first.",
+    ),
+    click.option(
+        "--keystore",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Sign with this governor keystore (eth-account V3) instead of a dev key.",
+    ),
+    click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File holding the keystore password (else $PROVANCHOR_PASSWORD, else a prompt).",
+    ),
 )
 
 
-def _client(ctx: click.Context, as_governor: str | None = None, signing: bool = True) -> LedgerClient:
-    home = app(ctx).home
-    descriptor = load_network(home)
-    account = select_governor(home, as_governor) if signing else None
-    client = LedgerClient(descriptor.rpc_url, descriptor.contract, account)
-    client.ensure_deployed()
-    return client
+def _signer_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_SIGNER_OPTIONS):
+        command = option(command)
+    return command
 
 
-def _report(outcome: ProposalOutcome, as_json: bool, quorum: int) -> None:
-    data = {
-        "proposal_id": outcome.proposal_id,
-        "executed": outcome.executed,
-        "approvals": outcome.approvals,
-        "quorum": quorum,
-        "tx": outcome.tx,
-        "block": outcome.block,
-    }
+def _report(result: GovernanceResult, as_json: bool) -> None:
+    outcome, quorum = result.outcome, result.quorum
     if as_json:
-        emit_json(data)
+        emit_json(result.to_json())
     elif outcome.executed:
         click.echo(
             f"proposal {outcome.proposal_id}: executed ({outcome.approvals}/{quorum} approvals, tx {outcome.tx})"
@@ -58,82 +69,49 @@ def propose() -> None:
     """Create a proposal (the proposer's approval counts toward the quorum)."""
 
 
-@propose.command("add-agent")
-@click.argument("address")
-@click.option("--name", required=True, help="Human name of the agent (host, service...).")
-@as_option
-@json_option
-@click.pass_context
-def add_agent(ctx: click.Context, address: str, name: str, as_governor: str | None, as_json: bool) -> None:
-    """Propose approving ADDRESS as a provenance agent."""
-    client = _client(ctx, as_governor)
-    _report(client.propose_add_agent(address, name), as_json, client.quorum())
+def _proposal_command(kind: ProposalKind) -> click.Command:
+    @click.pass_context
+    def command(ctx: click.Context, /, target: str | int, as_json: bool, **options: Any) -> None:
+        from provanchor.governance import Signer
+        from provanchor.governance import propose as send
+
+        signer = Signer(options["as_governor"], options["keystore"], options["password_file"])
+        _report(send(app(ctx).home, kind, target, signer, options.get("name")), as_json)
+
+    command.__doc__ = kind.summary
+    decorated: Callable[..., Any] = json_option(_signer_options(command))
+    if kind.takes_name:
+        decorated = click.option("--name", required=True, help="Human name of the agent (host, service...).")(
+            decorated
+        )
+    argument = click.argument("target", metavar=kind.argument.upper(), type=str)
+    if kind.argument == "quorum":
+        argument = click.argument("target", metavar="QUORUM", type=click.IntRange(min=1))
+    return click.command(kind.command)(argument(decorated))
 
 
-@propose.command("revoke-agent")
-@click.argument("address")
-@as_option
-@json_option
-@click.pass_context
-def revoke_agent(ctx: click.Context, address: str, as_governor: str | None, as_json: bool) -> None:
-    """Propose closing ADDRESS's active window for good."""
-    client = _client(ctx, as_governor)
-    _report(client.propose_revoke_agent(address), as_json, client.quorum())
+def _decision_command(action: str, summary: str) -> click.Command:
+    @click.argument("proposal_id", type=click.IntRange(min=0))
+    @_signer_options
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, /, proposal_id: int, as_json: bool, **options: Any) -> None:
+        from provanchor.governance import Signer, decide
+
+        signer = Signer(options["as_governor"], options["keystore"], options["password_file"])
+        _report(decide(app(ctx).home, action, proposal_id, signer), as_json)  # type: ignore[arg-type]
+
+    command.__doc__ = summary
+    return click.command(action)(command)
 
 
-@propose.command("add-governor")
-@click.argument("address")
-@as_option
-@json_option
-@click.pass_context
-def add_governor(ctx: click.Context, address: str, as_governor: str | None, as_json: bool) -> None:
-    """Propose adding ADDRESS to the governors."""
-    client = _client(ctx, as_governor)
-    _report(client.propose_add_governor(address), as_json, client.quorum())
+def _register() -> None:
+    from provanchor.governance import PROPOSALS
 
-
-@propose.command("remove-governor")
-@click.argument("address")
-@as_option
-@json_option
-@click.pass_context
-def remove_governor(ctx: click.Context, address: str, as_governor: str | None, as_json: bool) -> None:
-    """Propose removing ADDRESS from the governors (pending proposals become stale)."""
-    client = _client(ctx, as_governor)
-    _report(client.propose_remove_governor(address), as_json, client.quorum())
-
-
-@propose.command("set-quorum")
-@click.argument("quorum", type=click.IntRange(min=1))
-@as_option
-@json_option
-@click.pass_context
-def set_quorum(ctx: click.Context, quorum: int, as_governor: str | None, as_json: bool) -> None:
-    """Propose requiring QUORUM approvals from now on."""
-    client = _client(ctx, as_governor)
-    _report(client.propose_set_quorum(quorum), as_json, client.quorum())
-
-
-@gov.command()
-@click.argument("proposal_id", type=click.IntRange(min=0))
-@as_option
-@json_option
-@click.pass_context
-def approve(ctx: click.Context, proposal_id: int, as_governor: str | None, as_json: bool) -> None:
-    """Approve PROPOSAL_ID; it executes once the quorum is met."""
-    client = _client(ctx, as_governor)
-    _report(client.approve(proposal_id), as_json, client.quorum())
-
-
-@gov.command()
-@click.argument("proposal_id", type=click.IntRange(min=0))
-@as_option
-@json_option
-@click.pass_context
-def execute(ctx: click.Context, proposal_id: int, as_governor: str | None, as_json: bool) -> None:
-    """Execute PROPOSAL_ID if its approvals already meet the quorum."""
-    client = _client(ctx, as_governor)
-    _report(client.execute(proposal_id), as_json, client.quorum())
+    for kind in PROPOSALS:
+        propose.add_command(_proposal_command(kind))
+    gov.add_command(_decision_command("approve", "Approve PROPOSAL_ID; it executes once the quorum is met."))
+    gov.add_command(_decision_command("execute", "Execute PROPOSAL_ID if its approvals already meet the quorum."))
 
 
 def _proposal_json(p: ProposalInfo) -> dict[str, Any]:
@@ -158,12 +136,12 @@ def _proposal_json(p: ProposalInfo) -> dict[str, Any]:
 @click.pass_context
 def list_proposals(ctx: click.Context, pending: bool, wide: bool, as_json: bool) -> None:
     """List proposals with their approvals and state."""
-    client = _client(ctx, signing=False)
-    proposals = [p for p in client.proposals() if not pending or (not p.executed and not p.stale)]
+    from provanchor.governance import list_proposals as proposals_of
+
+    proposals, quorum = proposals_of(app(ctx).home, pending)
     if as_json:
         emit_json([_proposal_json(p) for p in proposals])
         return
-    quorum = client.quorum()
     rows = [
         (
             p.proposal_id,
@@ -199,8 +177,9 @@ def _agent_json(a: AgentInfo) -> dict[str, Any]:
 @click.pass_context
 def agents(ctx: click.Context, wide: bool, as_json: bool) -> None:
     """List approved agents (active and revoked) with their active windows."""
-    client = _client(ctx, signing=False)
-    found = client.agents()
+    from provanchor.governance import list_agents
+
+    found = list_agents(app(ctx).home)
     if as_json:
         emit_json([_agent_json(a) for a in found])
         return
@@ -219,3 +198,6 @@ def agents(ctx: click.Context, wide: bool, as_json: bool) -> None:
     emit_table(
         "agents", ["address", "name", "state", "approved", "revoked", "checkpoints", "log size"], rows, wide=wide
     )
+
+
+_register()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from provanchor.cli.context import app, emit_json, emit_pairs, json_option, progress_note
-from provanchor.localnet import lifecycle
 
 
 @click.group()
@@ -35,6 +34,8 @@ def node() -> None:
 def up(ctx: click.Context, governors: int, quorum: int, reset: bool, as_json: bool) -> None:
     """Start (or resume) the chain and IPFS daemon and deploy the ledger once."""
     home = app(ctx).home
+    from provanchor.localnet import lifecycle
+
     result = lifecycle.up(home, governors=governors, quorum=quorum, reset=reset)
     d = result.descriptor
     if as_json:
@@ -68,6 +69,8 @@ def up(ctx: click.Context, governors: int, quorum: int, reset: bool, as_json: bo
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the network: chain, contract, governors, quorum, IPFS."""
+    from provanchor.localnet import lifecycle
+
     info = lifecycle.status(app(ctx).home)
     if as_json:
         emit_json(info)
@@ -100,6 +103,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def down(ctx: click.Context, as_json: bool) -> None:
     """Stop the daemons `up` started (by pid). State is kept for the next `up`."""
+    from provanchor.localnet import lifecycle
+
     stopped = lifecycle.down(app(ctx).home)
     if as_json:
         emit_json({"stopped": stopped})

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from provanchor.chain.client import checksum
 from provanchor.cli.agent import password_file_option
 from provanchor.cli.context import (
     app,
@@ -102,6 +101,7 @@ def anchor(ctx: click.Context, flush_now: bool, timeout: float, password_file: s
 @click.pass_context
 def log(ctx: click.Context, agent_address: str | None, wide: bool, as_json: bool) -> None:
     """List an agent's checkpoints as the chain records them."""
+    from provanchor.chain.client import checksum
     from provanchor.chain.history import checkpoint_history
 
     home = app(ctx).home

@@ -21,7 +21,7 @@ def snapshot() -> None:
 def take(ctx: click.Context, path: str, password_file: str | None, as_json: bool) -> None:
     """Store PATH's tree on IPFS (only what changed), record and anchor it."""
     from provanchor.cli.progress import progress_bar
-    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.hostid import default_host_id
     from provanchor.pipeline.session import AgentSession
     from provanchor.snapshot.service import take_snapshot
 
@@ -52,7 +52,7 @@ def take(ctx: click.Context, path: str, password_file: str | None, as_json: bool
 @click.pass_context
 def list_(ctx: click.Context, path: str | None, password_file: str | None, wide: bool, as_json: bool) -> None:
     """Snapshots of PATH anchored on the ledger; without PATH, every snapshot this agent anchored."""
-    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.hostid import default_host_id
     from provanchor.pipeline.session import AgentSession
     from provanchor.snapshot.service import list_snapshots
 

@@ -15,6 +15,7 @@ an error naming the field.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast
@@ -72,6 +73,11 @@ MANIFEST_VERSION = 1
 _TOP_KEYS = frozenset({"type", "v", "location", "root", "time", "agent", "checkpoint", "files"})
 _ENTRY_KEYS = frozenset({"path", "kind", "size", "sha256", "mode", "cid", "target"})
 _KINDS: tuple[EntryKind, ...] = ("file", "symlink", "dir")
+
+
+def resource_id(location: str) -> bytes:
+    """The contract's key for a location's snapshots: sha256 of the location URI."""
+    return hashlib.sha256(location.encode()).digest()
 
 
 def entry_to_dict(entry: FileEntry) -> dict[str, object]:

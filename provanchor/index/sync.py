@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 
 from provanchor.chain.client import LedgerClient
 from provanchor.chain.events import Anchored
+from provanchor.checks.log import decode_and_check, manifest_mismatch
 from provanchor.errors import BlockMismatch, BlockNotFound, ProvanchorError, RecordError
 from provanchor.formats import merkle
 from provanchor.formats.cid import CID, RECORD_LINK, link_problem
 from provanchor.formats.manifest import decode_manifest
 from provanchor.index.store import Checkpoint, IndexedInput, IndexStore, record_id
 from provanchor.ipfs.client import IpfsClient
+from provanchor.ipfs.sources import IpfsSource
 from provanchor.network import NetworkDescriptor
 from provanchor.progress import ProgressFn
 from provanchor.records import Eip712Domain, Record
-from provanchor.verify.checks import decode_and_check, manifest_mismatch
-from provanchor.verify.sources import IpfsSource
 
 
 @dataclass

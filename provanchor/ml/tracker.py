@@ -43,6 +43,7 @@ from provanchor.errors import (
 from provanchor.formats.cid import CID
 from provanchor.formats.unixfs import cid_for_bytes
 from provanchor.home import Home
+from provanchor.hostid import default_host_id
 from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
 from provanchor.ml.commitments import CommitMode, parse_mode
@@ -68,7 +69,7 @@ from provanchor.ml.events import (
 )
 from provanchor.ml.receipts import Pair, Receipt, ReceiptSink, ReceiptStream, check_per_record
 from provanchor.ml.trace import Trace, find_event, trace_event
-from provanchor.pipeline.recorder import RecordRef, default_host_id
+from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import (
     Capture,

@@ -18,12 +18,11 @@ from dataclasses import dataclass, replace
 
 from provanchor.errors import ProvanchorError
 from provanchor.formats.cid import CID
-from provanchor.hostid import default_host_id
 from provanchor.pipeline import faults
 from provanchor.pipeline.spool import KnownContent, Spool
 from provanchor.records import Change, ContentRef, Op, Record, RecordSigner, record_cid
 
-__all__ = ["RecordRef", "Recorder", "default_host_id"]  # default_host_id: kept importable from here
+__all__ = ["RecordRef", "Recorder"]
 
 _MAX_GROUP = 4096
 

@@ -23,14 +23,13 @@ from functools import cached_property, lru_cache
 from typing import TypeVar
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
-from eth_utils.address import is_checksum_address
-
 from provanchor.errors import RecordError
 from provanchor.formats.cid import CID, CONTENT_LINK, DAG_CBOR, RAW, link_problem
 from provanchor.formats.dagcbor import MAX_DEPTH, DagCborError, decode, encode
 from provanchor.formats.merkle import leaf_hash
 from provanchor.records.codehash import CodeIdentity
 from provanchor.records.commitments import Commitment, is_commitment_wire
+from provanchor.records.signing import is_checksum_address
 
 __all__ = [
     "COMMITTABLE_FIELDS",

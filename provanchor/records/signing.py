@@ -20,13 +20,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import coincurve
 import sha3  # safe-pysha3: Keccak-256 in C, 1.8 us a call against pycryptodome's 10.7 (eth_hash's default)
-from eth_keys.datatypes import PrivateKey
-from eth_utils.address import is_checksum_address
 
 from provanchor.errors import RecordError, SignatureError, UsageError
+
+if TYPE_CHECKING:
+    from eth_keys.datatypes import PrivateKey
 
 __all__ = [
     "DOMAIN_NAME",
@@ -130,8 +132,8 @@ def signing_digest(domain: Eip712Domain, record_hash: bytes) -> bytes:
 
 
 def _secret(key: bytes | str | PrivateKey) -> bytes:
-    if isinstance(key, PrivateKey):
-        return key.to_bytes()
+    if not isinstance(key, bytes | str):  # an eth_keys PrivateKey (not imported here: eth_utils costs 150 ms)
+        key = key.to_bytes()
     if isinstance(key, str):
         try:
             key = bytes.fromhex(key.removeprefix("0x"))
@@ -164,6 +166,13 @@ def sign_record_hash(key: bytes | str | PrivateKey, domain: Eip712Domain, record
 def address_of_key(key: bytes) -> str:
     """The checksummed address of a secp256k1 private key."""
     return _checksum(_address_of(coincurve.PrivateKey(_secret(key)).public_key))
+
+
+def is_checksum_address(value: str) -> bool:
+    """Whether `value` is 0x-prefixed hex of 20 bytes in its EIP-55 mixed case."""
+    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
+        return False
+    return _checksum(bytes.fromhex(value[2:])) == value
 
 
 def _checksum(address: bytes) -> str:

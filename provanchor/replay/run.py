@@ -25,12 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provanchor.agent.run import env_digest
 from provanchor.errors import CodeDrift, ReplayError, UsageError
 from provanchor.formats.cid import CID
 from provanchor.ipfs.client import IpfsClient
 from provanchor.records import CodeIdentity, parse_file_location
 from provanchor.records.codehash import CodeFile
+from provanchor.records.environment import env_digest
 from provanchor.replay.content import Blob, ContentWriter
 from provanchor.replay.isolate import can_isolate, command_line, minimal_directories
 from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap

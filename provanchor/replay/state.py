@@ -32,7 +32,7 @@ from pathlib import Path
 from provanchor.chain.client import LedgerClient
 from provanchor.errors import NothingRecorded, ReplayError, UsageError
 from provanchor.formats.cid import CID
-from provanchor.formats.snapshot_manifest import SnapshotManifest, decode_snapshot_manifest
+from provanchor.formats.snapshot_manifest import SnapshotManifest, decode_snapshot_manifest, resource_id
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.client import IpfsClient
 from provanchor.progress import ProgressFn
@@ -41,7 +41,6 @@ from provanchor.replay.content import Blob, ContentWriter
 from provanchor.replay.paths import OutputTree, check_relative_path, refuse_overlap, symlink_escapes
 from provanchor.replay.source import IndexedRecord, LedgerRecords
 from provanchor.replay.tree import Node, ReplayTree, Step, StepOutcome
-from provanchor.snapshot.service import resource_id
 
 __all__ = ["ReplayedFile", "SnapshotUsed", "StateReplay", "replay_state", "restore_tree", "snapshot_of"]
 
@@ -219,7 +218,7 @@ def replay_state(
 
 def _refuse_overlap(host: str, path: str, out: str | os.PathLike[str]) -> None:
     """On the machine whose data is replayed, --out must not be (or hold, or sit in) the live location."""
-    from provanchor.pipeline.recorder import default_host_id
+    from provanchor.hostid import default_host_id
 
     if host == default_host_id():
         refuse_overlap(out, path, "the replayed location")

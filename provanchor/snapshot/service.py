@@ -10,7 +10,6 @@ cache only learns what was taken once the upload succeeded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from provanchor.errors import ProvanchorError, UsageError
 from provanchor.formats.cid import CID, DAG_CBOR, RAW
 from provanchor.formats.snapshot_manifest import SnapshotManifest
+from provanchor.formats.snapshot_manifest import resource_id as resource_id
 from provanchor.ipfs.client import IpfsClient
 from provanchor.pipeline.session import AgentSession
 from provanchor.progress import ProgressFn
@@ -42,11 +42,6 @@ class SnapshotTaken:
     checkpoint: int
     resource_id: bytes
     tx: str
-
-
-def resource_id(location: str) -> bytes:
-    """The contract's key for a location's snapshots."""
-    return hashlib.sha256(location.encode()).digest()
 
 
 def cache_path(agent_dir: Path, location: str) -> Path:

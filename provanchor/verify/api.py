@@ -3,7 +3,7 @@
 The trust base is a `VerifyContext`: a chain RPC URL and the ledger
 contract's address, plus where blocks come from (an IPFS API, a gateway, or
 an audit bundle); an index, if given, is only a hint. Each ``verify_*``
-function answers with a `Report` of named checks (see `provanchor.verify.checks`
+function answers with a `Report` of named checks (see `provanchor.checks.log`
 for the names); a verification that cannot complete adds a failed check, so
 it never reads as a pass. Bad input (an unparsable id, a contract without
 code, an RPC that does not answer) raises a `ProvanchorError` instead.
@@ -21,22 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provanchor.chain.client import checksum
-from provanchor.errors import (
-    BlockMismatch,
-    BlockNotFound,
-    ConfigError,
-    InvalidCid,
-    RecordError,
-    SignatureError,
-    UsageError,
-)
-from provanchor.formats import merkle
-from provanchor.formats.cid import CID, DAG_CBOR
-from provanchor.formats.unixfs import UnixFSError
-from provanchor.index.store import IndexStore
-from provanchor.progress import ProgressFn
-from provanchor.records import ContentRef, Record, decode_record, recover_signer
-from provanchor.verify.checks import (
+from provanchor.checks.log import (
     CHECK_ACTIVE,
     CHECK_BLOCKS,
     CHECK_CONSISTENCY,
@@ -51,9 +36,24 @@ from provanchor.verify.checks import (
     CHECK_SIGNATURE,
     RecordProblem,
 )
+from provanchor.errors import (
+    BlockMismatch,
+    BlockNotFound,
+    ConfigError,
+    InvalidCid,
+    RecordError,
+    SignatureError,
+    UsageError,
+)
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, DAG_CBOR
+from provanchor.formats.unixfs import UnixFSError
+from provanchor.index.store import IndexStore
+from provanchor.ipfs.sources import BlockSource, GatewaySource, IpfsSource, content_bytes
+from provanchor.progress import ProgressFn
+from provanchor.records import ContentRef, Record, decode_record, recover_signer
 from provanchor.verify.log import AgentLog, Anchor, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
-from provanchor.verify.sources import BlockSource, GatewaySource, IpfsSource, content_bytes
 
 __all__ = [
     "VerifyContext",

@@ -31,26 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
-from provanchor.formats import dagcbor, merkle
-from provanchor.formats.bundle import (
-    BUNDLE_TYPE,
-    BUNDLE_VERSION,
-    PROOFS_PER_BLOCK,
-    SCOPE_LOG,
-    SCOPE_SELECTION,
-    BundleRoot,
-    Selection,
-    decode_bundle_root,
-    decode_proof_block,
-)
-from provanchor.formats.car import CarError, read_car, write_car
-from provanchor.formats.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
-from provanchor.formats.manifest import decode_manifest
-from provanchor.progress import ProgressFn
-from provanchor.records import Record, decode_record
-from provanchor.verify.api import check_contents
-from provanchor.verify.checks import (
+from provanchor.checks.log import (
     CHECK_BLOCKS,
     CHECK_CONTRACT_INCLUSION,
     CHECK_FORMAT,
@@ -61,9 +42,28 @@ from provanchor.verify.checks import (
     CHECK_SIGNATURE,
     split_proof,
 )
+from provanchor.errors import BlockMismatch, BlockNotFound, RecordError, UsageError
+from provanchor.formats import dagcbor, merkle
+from provanchor.formats.car import CarError, read_car, write_car
+from provanchor.formats.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
+from provanchor.formats.manifest import decode_manifest
+from provanchor.ipfs.sources import BlockSource, MemorySource, dag_blocks
+from provanchor.progress import ProgressFn
+from provanchor.records import Record, decode_record
+from provanchor.records.bundle import (
+    BUNDLE_TYPE,
+    BUNDLE_VERSION,
+    PROOFS_PER_BLOCK,
+    SCOPE_LOG,
+    SCOPE_SELECTION,
+    BundleRoot,
+    Selection,
+    decode_bundle_root,
+    decode_proof_block,
+)
+from provanchor.verify.api import check_contents
 from provanchor.verify.log import AgentLog, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
-from provanchor.verify.sources import BlockSource, MemorySource, dag_blocks
 
 __all__ = [
     "BUNDLE_TYPE",

@@ -21,10 +21,10 @@ from provanchor.index.store import IndexStore
 from provanchor.index.sync import Indexer
 from provanchor.index.timeparse import format_time
 from provanchor.ipfs.client import IpfsClient
+from provanchor.ipfs.sources import IpfsSource
 from provanchor.network import NetworkDescriptor
 from provanchor.verify.api import VerifyContext
 from provanchor.verify.report import Report
-from provanchor.verify.sources import IpfsSource
 
 __all__ = ["verify_location"]
 

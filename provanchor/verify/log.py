@@ -18,12 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provanchor.chain.client import LedgerClient, checksum
-from provanchor.errors import BlockMismatch, BlockNotFound, ConfigError, RecordError, UsageError
-from provanchor.formats import merkle
-from provanchor.formats.cid import CID, RECORD_LINK, link_problem
-from provanchor.formats.manifest import Manifest, decode_manifest
-from provanchor.records import Eip712Domain
-from provanchor.verify.checks import (
+from provanchor.checks.log import (
     CHECK_ACTIVE,
     CHECK_BLOCKS,
     CHECK_CONSISTENCY,
@@ -33,8 +28,13 @@ from provanchor.verify.checks import (
     check_record_bytes,
     manifest_mismatch,
 )
+from provanchor.errors import BlockMismatch, BlockNotFound, ConfigError, RecordError, UsageError
+from provanchor.formats import merkle
+from provanchor.formats.cid import CID, RECORD_LINK, link_problem
+from provanchor.formats.manifest import Manifest, decode_manifest
+from provanchor.ipfs.sources import BlockSource
+from provanchor.records import Eip712Domain
 from provanchor.verify.report import Check, Report
-from provanchor.verify.sources import BlockSource
 
 __all__ = ["AgentLog", "Anchor", "Chain", "Tally", "tally_problems"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from provanchor.errors import BadInput, DagCborError
 from provanchor.formats import dagcbor
 from provanchor.formats.cid import CID, CONTENT_LINK, RECORD_LINK, link_problem
-from provanchor.records import Record
 from provanchor.records.locations import encoded_path, location_path
+from provanchor.records.model import Record
 
 __all__ = [
     "BUNDLE_TYPE",
