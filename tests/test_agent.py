@@ -17,20 +17,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers.agent_service import CLI, Agent
+from helpers.agent_service import CLI, Agent, path_of
+from helpers.waiting import wait_until
 
 from provanchor.home import Home
 from provanchor.records import Op, Record, code_hash, identify_command, parse_file_location
-
-
-def path_of(record: Record) -> str:
-    assert isinstance(record.location, str)
-    return parse_file_location(record.location)[1]
 
 
 def sha(data: bytes) -> bytes:
@@ -48,16 +43,17 @@ def test_real_programs_produce_the_expected_records(net_home: Home, tmp_path: Pa
     d = agent.data
     big = os.urandom(8 * 1024 * 1024)  # large enough that cp is still alive when its events are read
     (tmp_path / "big.bin").write_bytes(big)
+    # Each change waits for the agent to spool the one before, so every change is its own record.
     sh("echo hello > a.txt", d)
-    time.sleep(0.3)
+    agent.wait_for((Op.CREATE, d / "a.txt"))
     sh(f"cp {tmp_path / 'big.bin'} copy.bin", d)
-    time.sleep(0.3)
+    agent.wait_for((Op.CREATE, d / "copy.bin"))
     sh("mv copy.bin moved.bin", d)
-    time.sleep(0.3)
+    agent.wait_for((Op.RENAME, d / "moved.bin"))
     sh("dd if=/dev/zero of=moved.bin bs=4 count=1 conv=notrunc status=none", d)
-    time.sleep(0.3)
+    agent.wait_for((Op.WRITE, d / "moved.bin"))
     sh("truncate -s 0 a.txt", d)
-    time.sleep(0.3)
+    agent.wait_for((Op.TRUNCATE, d / "a.txt"))
     sh("rm moved.bin", d)
     script = tmp_path / "writer.py"
     script.write_text("import sys, time\nopen(sys.argv[1], 'w').write('from python\\n')\ntime.sleep(0.5)\n")
@@ -65,7 +61,7 @@ def test_real_programs_produce_the_expected_records(net_home: Home, tmp_path: Pa
     shell_script = tmp_path / "writer.sh"
     shell_script.write_text("#!/bin/bash\necho 'from bash' > \"$1\"\nsleep 0.5\n")
     subprocess.run(["bash", str(shell_script), str(d / "sh.txt")], check=True)
-    time.sleep(1.0)
+    agent.wait_for((Op.DELETE, d / "moved.bin"), (Op.CREATE, d / "py.txt"), (Op.CREATE, d / "sh.txt"))
     agent.stop()
     records = agent.records()
     by = [(r.op, path_of(r).removeprefix(str(d) + "/")) for r in records]
@@ -122,10 +118,7 @@ def test_a_burst_of_10000_files_loses_nothing(net_home: Home, tmp_path: Path, ba
     agent.start()
     writer = "import sys\nfor i in range(10000):\n    open(f'{sys.argv[1]}/f{i}', 'w').write(str(i))\n"
     subprocess.run([sys.executable, "-c", writer, str(agent.data)], check=True)
-    deadline = time.monotonic() + 60
-    status = agent.home.root / "agents" / agent.identity.address.lower() / "status.json"
-    while time.monotonic() < deadline and json.loads(status.read_text())["records_spooled"] < 10000:
-        time.sleep(0.2)
+    wait_until(lambda: agent.status().get("records_spooled", 0) >= 10000, 60, "10,000 records spooled")
     agent.stop()
     creates = [r for r in agent.records() if r.op == Op.CREATE]
     assert len(creates) == 10000
@@ -138,7 +131,7 @@ def test_restart_resumes_seq_and_finds_changes_made_while_down(net_home: Home, t
     (agent.data / "before-start.txt").write_text("baseline\n")
     agent.start()
     (agent.data / "live.txt").write_text("live\n")
-    time.sleep(1.0)
+    agent.wait_for((Op.CREATE, agent.data / "live.txt"))
     agent.stop()
     first = agent.records()
     # Changes while the agent is down: modify, create, delete.
@@ -146,7 +139,8 @@ def test_restart_resumes_seq_and_finds_changes_made_while_down(net_home: Home, t
     (agent.data / "offline.txt").write_text("created while down\n")
     (agent.data / "before-start.txt").unlink()
     agent.start()
-    time.sleep(0.5)
+    d = agent.data
+    agent.wait_for((Op.WRITE, d / "live.txt"), (Op.CREATE, d / "offline.txt"), (Op.DELETE, d / "before-start.txt"))
     agent.stop()
     records = agent.records()
     assert [r.seq for r in records] == list(range(len(records)))
@@ -163,7 +157,8 @@ def test_metrics_status_and_sigterm(net_home: Home, tmp_path: Path) -> None:
     agent = Agent(net_home, tmp_path, "metrics", "auto")
     agent.start()
     (agent.data / "m.txt").write_text("metric\n")
-    time.sleep(1.5)
+    agent.wait_for((Op.CREATE, agent.data / "m.txt"))
+    wait_until(lambda: agent.status().get("records_captured", 0) >= 1, 30, "the status file to count the capture")
     text = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=5).read().decode()
     assert 'provanchor_capture_backend{backend="fanotify"} 1' in text
     for name in (
@@ -239,9 +234,9 @@ def test_inotify_warning_and_fallback_without_cap_sys_admin(net_home: Home, tmp_
         pytest.skip("setpriv (util-linux) is not installed, so capabilities cannot be dropped")
     agent = Agent(net_home, tmp_path, "nocap", "auto")
     agent.spawn("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin")
-    time.sleep(6)
+    assert agent.wait_running()["backend"] == "inotify"
     (agent.data / "x.txt").write_text("x\n")
-    time.sleep(1.0)
+    agent.wait_for((Op.CREATE, agent.data / "x.txt"))
     agent.stop()
     assert "using inotify" in agent.stderr and "cannot be attributed" in agent.stderr
     records = agent.records()
@@ -309,7 +304,7 @@ def test_mmap_writes_and_files_gone_before_they_are_read(net_home: Home, tmp_pat
     agent.start()
     target = agent.data / "mapped.bin"
     target.write_bytes(b"\0" * 4096)
-    time.sleep(1.0)
+    agent.wait_for((Op.CREATE, target))
     # Write through a shared mapping after the descriptor is closed: no close-after-write follows.
     writer = (
         "import mmap, sys, time\nf = open(sys.argv[1], 'r+b')\nm = mmap.mmap(f.fileno(), 4096)\nf.close()\n"
@@ -318,7 +313,7 @@ def test_mmap_writes_and_files_gone_before_they_are_read(net_home: Home, tmp_pat
     subprocess.run([sys.executable, "-c", writer, str(target)], check=True)
     # Created and deleted at once: the agent cannot read it, and must say so.
     sh("for i in 1 2 3 4 5; do echo gone > ephemeral$i.txt; rm ephemeral$i.txt; done", agent.data)
-    time.sleep(1.5)
+    agent.wait_for(*[(Op.DELETE, agent.data / f"ephemeral{i}.txt") for i in range(1, 6)], (Op.WRITE, target))
     agent.stop()
     records = agent.records()
     mapped = [r for r in records if path_of(r) == str(target) and r.op == Op.WRITE]
@@ -360,12 +355,12 @@ def test_an_unreadable_file_is_recorded_with_the_reason(net_home: Home, tmp_path
         for path in [agent.home.root, *agent.home.root.rglob("*")]:
             os.chown(path, 65534, 65534)
         agent.spawn("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
-        time.sleep(6)
+        agent.wait_running()
         secret = agent.data / "secret.txt"
         secret.write_text("for root only\n")
         os.chmod(secret, 0o600)
         (agent.data / "public.txt").write_text("for everyone\n")
-        time.sleep(2.5)
+        agent.wait_for((Op.CHMOD, secret), (Op.CREATE, agent.data / "public.txt"))
         agent.stop()
         everything = agent.records()
         records = {path_of(r): r for r in everything}

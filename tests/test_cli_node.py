@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from helpers.waiting import wait_until
 
 from provanchor.localnet.processes import AnvilService
 
@@ -107,13 +108,15 @@ def test_up_is_idempotent_and_survives_down_and_sigkill(home: Path) -> None:
     after_down = run_json(home, "node", "status")
     assert isinstance(after_down, dict)
     assert after_down["contract"] == before["contract"] and after_down["block"] == block_before
+    since = time.time()
 
-    # SIGKILL: anvil writes its state every second, so wait past one interval first.
-    time.sleep(2.5)
-    pid = AnvilService(home).pid
+    # SIGKILL: anvil writes its state every second, so wait until it has written it since the last block.
+    anvil = AnvilService(home)
+    wait_until(lambda: anvil.state_file.stat().st_mtime > since, 10, "anvil to write its state after the last block")
+    pid = anvil.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
+    wait_until(lambda: not _alive(pid), 10, "anvil to die")
     assert_one_line_error(run(home, "node", "status", check=False), "does not answer")
     restarted = run_json(home, "node", "up")
     assert isinstance(restarted, dict) and "anvil" in restarted["started"] and restarted["deployed"] is False
@@ -129,3 +132,44 @@ def test_missing_network_and_impossible_quorum(tmp_path: Path) -> None:
     assert_one_line_error(run(tmp_path, "gov", "agents", check=False), "network.json")
     assert_one_line_error(run(tmp_path, "node", "up", "--governors", "2", "--quorum", "3", check=False), "quorum")
     assert not (tmp_path / "network.json").exists()
+
+
+
+def test_a_governor_signs_with_their_own_keystore(home: Path, tmp_path: Path) -> None:
+    """Real governors keep their own keys: `--keystore` (password as for agents) works like `--as`."""
+    from provanchor.home import Home
+    from provanchor.localnet.lifecycle import fund
+
+    governor = Account.create()
+    keystore = tmp_path / "governor.json"
+    keystore.write_text(json.dumps(Account.encrypt(governor.key, "governor-password")))
+    password = tmp_path / "password"
+    password.write_text("governor-password\n")
+    fund(Home(home), governor.address)
+    added = run_json(home, "gov", "propose", "add-governor", governor.address)
+    assert isinstance(added, dict)
+    run(home, "gov", "approve", str(added["proposal_id"]), "--as", "1")
+
+    agent = Account.create().address
+    signed = ["--keystore", str(keystore), "--password-file", str(password)]
+    proposed = run_json(home, "gov", "propose", "add-agent", agent, "--name", "by-keystore", *signed)
+    assert isinstance(proposed, dict) and proposed["approvals"] == 1 and proposed["executed"] is False
+    listed = run_json(home, "gov", "list", "--pending")
+    assert isinstance(listed, list)
+    assert [p["proposer"] for p in listed if p["proposal_id"] == proposed["proposal_id"]] == [governor.address]
+
+    both = run(home, "gov", "approve", str(proposed["proposal_id"]), *signed, "--as", "1", check=False)
+    assert_one_line_error(both, "--as and --keystore")
+    assert both.returncode == 2
+    password.write_text("wrong\n")
+    assert_one_line_error(run(home, "gov", "approve", str(proposed["proposal_id"]), *signed, check=False), "password")
+    missing = ["--keystore", str(tmp_path / "absent.json"), "--password-file", str(password)]
+    assert_one_line_error(run(home, "gov", "approve", str(proposed["proposal_id"]), *missing, check=False), "keystore")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

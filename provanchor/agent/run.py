@@ -41,7 +41,7 @@ import stat
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -53,6 +53,7 @@ from provanchor.agent.proctable import ProcessTable, ProcessTableUnavailable
 from provanchor.errors import CaptureUnavailable, UsageError
 from provanchor.formats.cid import CID
 from provanchor.formats.unixfs import cid_for_bytes
+from provanchor.home import Home
 from provanchor.pipeline.recorder import RecordRef
 from provanchor.pipeline.session import AgentSession
 from provanchor.records import Capture, CaptureBackend, Change, ContentRef, Op, file_location, identify_command
@@ -518,3 +519,57 @@ def _snapshot(path: str) -> tuple[FileSeen | None, bytes | None]:
     except OSError:
         return None, None
     return FileSeen(path, hashlib.sha256(data).digest(), len(data), CID.parse(cid_for_bytes(data))), data
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What `provanchor run` reports: the run, its record, and the approval warning."""
+
+    result: RunResult
+    warning: str | None
+    anchored_size: int | None
+
+    def to_json(self) -> dict[str, object]:
+        result = self.result
+        return {
+            "run_id": result.run_id,
+            "exit_code": result.exit_code,
+            "inputs": [s.to_json() for s in result.inputs],
+            "outputs": [s.to_json() for s in result.outputs],
+            "duration_s": result.duration_ns / 1e9,
+            "record_id": result.record.record_id if result.record else None,
+            "capture": result.backend,
+            "watched": result.watched,
+            "environment": [s.to_json() for s in result.environment],
+            "notes": result.notes,
+            "anchored_size": self.anchored_size,
+            "warning": self.warning,
+        }
+
+
+def record_run(
+    home: Home,
+    argv: Sequence[str],
+    *,
+    name: str | None = None,
+    watch: Sequence[str] = (),
+    flush: bool = False,
+    password_file: str | None = None,
+    stdout: TextIO | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> RecordedRun:
+    """Run `argv` as the configured agent and record it; the approval check runs while the command does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provanchor.hostid import default_host_id
+
+    with AgentSession.open(home, password_file=password_file) as session:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            approval = background.submit(session.approval_warning)
+            recorder = RunRecorder(session, default_host_id(), watch=watch, name=name)
+            result = recorder.run(argv, stdout=stdout)
+            warning = approval.result()
+        if warning and on_warning is not None:
+            on_warning(warning)
+        status = session.flush() if flush else None
+    return RecordedRun(result, warning, status.size if status is not None else None)

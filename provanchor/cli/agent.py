@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -129,35 +128,14 @@ def run(
 
     The command's own exit code is passed through.
     """
-    from provanchor.agent.run import RunRecorder
-    from provanchor.hostid import default_host_id
-    from provanchor.pipeline.session import AgentSession
+    from provanchor.agent.run import record_run
 
     argv = list(command[1:] if command and command[0] == "--" else command)
-    home = app(ctx).home
-    with AgentSession.open(home, password_file=password_file) as session:
-        with ThreadPoolExecutor(max_workers=1) as background:
-            approval = background.submit(session.approval_warning)  # asked while the command runs
-            recorder = RunRecorder(session, default_host_id(), watch=watch, name=name)
-            result = recorder.run(argv, stdout=sys.stderr if as_json else None)
-            warning = approval.result()
-        if warning:
-            progress_note(f"warning: {warning}")
-        status = session.flush() if flush_now else None
-    data = {
-        "run_id": result.run_id,
-        "exit_code": result.exit_code,
-        "inputs": [s.to_json() for s in result.inputs],
-        "outputs": [s.to_json() for s in result.outputs],
-        "duration_s": result.duration_ns / 1e9,
-        "record_id": result.record.record_id if result.record else None,
-        "capture": result.backend,
-        "watched": result.watched,
-        "environment": [s.to_json() for s in result.environment],
-        "notes": result.notes,
-        "anchored_size": status.size if status else None,
-        "warning": warning,
-    }
+    recorded = record_run(
+        app(ctx).home, argv, name=name, watch=watch, flush=flush_now, password_file=password_file,
+        stdout=sys.stderr if as_json else None, on_warning=lambda text: progress_note(f"warning: {text}"),
+    )
+    result, data = recorded.result, recorded.to_json()
     for note in result.notes:
         progress_note(f"note: {note}")
     if as_json:

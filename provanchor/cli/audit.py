@@ -45,32 +45,13 @@ def export_cmd(
     as_json: bool,
 ) -> None:
     """Write a CAR with the agent's records, manifests and proofs (and contents, when asked)."""
-    from provanchor.errors import UsageError
-    from provanchor.index.query import location_arg
-    from provanchor.index.timeparse import parse_time
-    from provanchor.ipfs.sources import IpfsSource
-    from provanchor.verify.bundle import Selection, export_bundle
-    from provanchor.verify.log import Chain
+    from provanchor.verify.bundle import export_bundle_file, selection_from_options
+    from provanchor.verify.trust import TrustBase
 
-    if rpc_url is None or contract is None or ipfs_api is None:
-        from provanchor.network import load_network
-
-        network = load_network(app(ctx).home)
-        rpc_url = rpc_url or network.rpc_url
-        contract = contract or network.contract
-        ipfs_api = ipfs_api or network.ipfs_api
-    since_ns = parse_time(since) if since else None
-    until_ns = parse_time(until) if until else None
-    if since_ns is not None and until_ns is not None and since_ns > until_ns:
-        raise UsageError("--since is later than --until: the window is empty")
-    selection = Selection(location_arg(location, None) if location else None, since_ns, until_ns, with_content)
-    chain = Chain(rpc_url, contract)
-    source = IpfsSource(ipfs_api)
-    try:
-        with progress_bar() as progress:
-            summary = export_bundle(chain, source, agent, selection, output, progress=progress)
-    finally:
-        source.close()
+    trust = TrustBase.resolve(app(ctx).home, rpc_url, contract, ipfs_api)
+    selection = selection_from_options(location, since, until, with_content)
+    with progress_bar() as progress:
+        summary = export_bundle_file(trust, agent, selection, output, progress)
     if as_json:
         emit_json(summary.to_json())
     else:

@@ -47,7 +47,7 @@ from provanchor.formats import dagcbor, merkle
 from provanchor.formats.car import CarError, read_car, write_car
 from provanchor.formats.cid import CID, DAG_CBOR, RECORD_LINK, link_problem
 from provanchor.formats.manifest import decode_manifest
-from provanchor.ipfs.sources import BlockSource, MemorySource, dag_blocks
+from provanchor.ipfs.sources import BlockSource, IpfsSource, MemorySource, dag_blocks
 from provanchor.progress import ProgressFn
 from provanchor.records import Record, decode_record
 from provanchor.records.bundle import (
@@ -64,6 +64,7 @@ from provanchor.records.bundle import (
 from provanchor.verify.api import check_contents
 from provanchor.verify.log import AgentLog, Chain, Tally, tally_problems
 from provanchor.verify.report import Report
+from provanchor.verify.trust import TrustBase
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -488,3 +489,30 @@ def _sample(positions: list[int]) -> list[int]:
         return positions
     step = (len(positions) - 1) / (CONTRACT_SAMPLE - 1)
     return sorted({positions[round(i * step)] for i in range(CONTRACT_SAMPLE)})
+
+
+def selection_from_options(
+    location: str | None, since: str | None, until: str | None, with_content: bool
+) -> Selection:
+    """A selection from command-line text: a location (URI or path on any host) and a time window."""
+    from provanchor.index.timeparse import parse_time
+    from provanchor.records.locations import location_arg
+
+    since_ns = parse_time(since) if since else None
+    until_ns = parse_time(until) if until else None
+    if since_ns is not None and until_ns is not None and since_ns > until_ns:
+        raise UsageError("--since is later than --until: the window is empty")
+    return Selection(location_arg(location, None) if location else None, since_ns, until_ns, with_content)
+
+
+def export_bundle_file(
+    trust: TrustBase, agent: str, selection: Selection, output: str, progress: ProgressFn | None = None
+) -> ExportSummary:
+    """`audit export`: the bundle of `agent`'s records that `selection` picks, written to `output`."""
+    if trust.ipfs_api is None:
+        raise UsageError("audit export reads blocks from an IPFS API: give --ipfs")
+    source = IpfsSource(trust.ipfs_api)
+    try:
+        return export_bundle(Chain(trust.rpc_url, trust.contract), source, agent, selection, output, progress=progress)
+    finally:
+        source.close()

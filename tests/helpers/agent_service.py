@@ -8,13 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
+from helpers.waiting import wait_until
 from provanchor.home import Home
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.tools import free_port
-from provanchor.records import Record, decode_record
+from provanchor.records import Op, Record, decode_record, parse_file_location
 
 PASSWORD = "agent-test-password"
 CLI = [sys.executable, "-m", "provanchor.cli.main"]
@@ -52,19 +53,44 @@ class Agent:
             text=True,
         )
 
+    @property
+    def status_file(self) -> Path:
+        return self.home.root / "agents" / self.identity.address.lower() / "status.json"
+
+    def status(self) -> dict[str, Any]:
+        """The service's status.json, {} before it wrote one."""
+        try:
+            found: dict[str, Any] = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return found
+
+    def wait_running(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Until the service reports its capture backend (its watches are in place): its status."""
+
+        def running() -> dict[str, Any] | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"agent exited: {self.process.stderr.read() if self.process.stderr else ''}")
+            current = self.status()
+            mine = self.process is None or current.get("pid") == self.process.pid
+            return current if current.get("backend") and mine and not current.get("stopping") else None
+
+        return wait_until(running, timeout, "the agent service to report its capture backend")
+
     def start(self) -> None:
         self.spawn()
-        deadline = time.monotonic() + 60
-        status = self.home.root / "agents" / self.identity.address.lower() / "status.json"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent exited: {self.process.stderr.read() if self.process.stderr else ''}")
-            current = json.loads(status.read_text()) if status.exists() else {}
-            if current.get("backend") and current.get("pid") == self.process.pid and not current.get("stopping"):
-                time.sleep(0.3)
-                return
-            time.sleep(0.1)
-        raise AssertionError("agent did not start")
+        self.wait_running()
+
+    def wait_for(self, *wanted: tuple[Op, Path], timeout: float = 60.0) -> list[Record]:
+        """Until the spool holds a record of each (op, path): the records so far."""
+
+        def spooled() -> list[Record] | None:
+            records = self.records() if list((self.home.root / "agents").glob("*/spool.sqlite")) else []
+            seen = {(r.op, path_of(r)) for r in records}
+            return records if all((op, str(path)) in seen for op, path in wanted) else None
+
+        what = ", ".join(f"{op.value} {path}" for op, path in wanted)
+        return wait_until(spooled, timeout, f"records of {what}")
 
     def stop(self) -> None:
         assert self.process is not None
@@ -95,3 +121,8 @@ def direct_python_env() -> dict[str, str]:
     """
     real_bin = os.path.dirname(os.path.realpath(sys.executable))
     return {**os.environ, "PATH": real_bin + os.pathsep + os.environ.get("PATH", "")}
+
+
+def path_of(record: Record) -> str:
+    """The local path of a record's file:// location."""
+    return parse_file_location(str(record.location))[1]
