@@ -1,6 +1,7 @@
 # The two commands: `make demo` (the whole flow on a local network) and `make test`.
 # Both install what they need first: a .venv with the package and its dev extras, the pinned npm
-# tools (anvil, solcjs) in node/node_modules, and Kubo built from the Go module proxy into node/bin.
+# tools (anvil, solcjs) in node/node_modules, and Kubo, geth and IPFS Cluster built from the Go module
+# proxy into node/bin.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,9 +9,9 @@ PY     := $(VENV)/bin/python
 DEMO_HOME ?= $(CURDIR)/.provanchor-demo
 DEMO_WORK ?= $(CURDIR)/.provanchor-demo-work
 
-.PHONY: setup kubo demo test lint compile bench fuzz clean
+.PHONY: setup go-tools demo test lint compile bench fuzz clean
 
-setup: $(VENV)/.installed node/node_modules/.installed kubo
+setup: $(VENV)/.installed node/node_modules/.installed go-tools
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "provanchor needs Python >= 3.11")'
@@ -23,9 +24,10 @@ node/node_modules/.installed: node/package.json node/package-lock.json
 	cd node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Kubo: built once from node/kubo/go.mod (+ go.sum); the script skips the build when node/bin/ipfs is that version.
-kubo:
-	@scripts/build-kubo
+# Kubo, geth and the IPFS Cluster tools: built once each from node/{kubo,geth,ipfs-cluster}/go.mod (+ go.sum)
+# into node/bin; the script skips a program when node/bin already holds its pinned version.
+go-tools:
+	@scripts/build-go-tools
 
 demo: setup
 	PROVANCHOR_HOME=$(DEMO_HOME) PROVANCHOR_DEMO_WORK=$(DEMO_WORK) PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo

@@ -35,6 +35,8 @@ class NetworkDescriptor:
     # anchorer then makes imported blocks durable (syncfs) before anchoring them. None elsewhere.
     ipfs_repo: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The local chain's engine ("anvil" or "geth") when `node up` runs it; "external" otherwise.
+    chain_kind: str = "anvil"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,6 +57,7 @@ class NetworkDescriptor:
                 local=bool(data.get("local", False)),
                 ipfs_repo=str(data["ipfs_repo"]) if data.get("ipfs_repo") else None,
                 extra=dict(data.get("extra", {})),
+                chain_kind=str(data.get("chain_kind", "anvil" if data.get("local") else "external")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"network descriptor{where} is malformed: missing or bad {exc}") from exc

@@ -41,11 +41,11 @@ def test_no_kubo_and_no_go_is_one_line_with_the_fix(tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     (checkout / "node" / "kubo").mkdir(parents=True)
-    shutil.copy(repo_root() / "scripts" / "build-kubo", checkout / "scripts")
+    shutil.copy(repo_root() / "scripts" / "build-go-tools", checkout / "scripts")
     shutil.copy(repo_root() / "node" / "kubo" / "go.mod", checkout / "node" / "kubo")
     no_go = {**os.environ, "PATH": "/usr/bin:/bin"}
     assert shutil.which("go", path=no_go["PATH"]) is None
-    built = subprocess.run(["bash", str(checkout / "scripts" / "build-kubo")], env=no_go, capture_output=True,
+    built = subprocess.run(["bash", str(checkout / "scripts" / "build-go-tools")], env=no_go, capture_output=True,
                            text=True)
     one_line_error(built, "Go is not installed", "PROVANCHOR_IPFS_BIN")
     assert not (checkout / "node" / "bin" / "ipfs").exists()

@@ -29,6 +29,7 @@ from provanchor.identity import AgentIdentity
 from provanchor.ipfs.client import IpfsClient
 from provanchor.localnet.devagents import enroll_agent
 from provanchor.localnet.devkeys import load_governor_keys
+from provanchor.localnet.geth import GethService
 from provanchor.localnet.processes import AnvilService, IpfsService
 from provanchor.network import load_network
 from provanchor.pipeline.faults import POINTS
@@ -47,6 +48,16 @@ from provanchor.records import (
 PASSWORD = "correct horse battery staple"
 WORKER = Path(__file__).parent / "helpers" / "pipeline_worker.py"
 
+
+CHAIN_ENGINES = ("anvil", "geth")  # real block times too (see conftest)
+GETH_TESTS = {
+    "test_records_are_signed_stored_and_anchored",
+    "test_background_anchoring_within_seconds",
+    "test_crash_at_every_step_loses_and_repeats_nothing",
+    "test_chain_outage_keeps_recording_and_resumes",
+    "test_concurrent_recorders_group_commit_without_gaps",
+    "test_before_follows_the_last_known_version_even_when_pipelined",
+}
 
 def governor(net_home: Home) -> LedgerClient:
     network = load_network(net_home)
@@ -193,9 +204,11 @@ def test_ipfs_outage_keeps_recording_and_resumes(net_home: Home, tmp_path: Path)
     assert_exactly_once(anchored_log(net_home, identity.address), 9)
 
 
-def test_chain_outage_keeps_recording_and_resumes(net_home: Home, tmp_path: Path) -> None:
+def test_chain_outage_keeps_recording_and_resumes(
+    net_home: Home, tmp_path: Path, chain_service: AnvilService | GethService
+) -> None:
     home, identity = agent_home(net_home, tmp_path, "chain-outage")
-    anvil = AnvilService(net_home.root)
+    anvil = chain_service
     with AgentSession.open(home, password=PASSWORD, batch_size=4) as session:
         session.record(change(0))
         session.flush()

@@ -41,6 +41,12 @@ CLI = [sys.executable, "-m", "provanchor.cli.main"]
 HOST = default_host_id()
 
 
+CHAIN_ENGINES = ("anvil", "geth")  # real block times too (see conftest)
+GETH_TESTS = {
+    "test_replay_at_every_instant_equals_the_copy",
+    "test_a_user_filtered_replay_diverges_and_says_where",
+}
+
 def tree_of(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
     """Every file and symlink under ``root``: kind, content (or link target), permission bits."""
     found: dict[str, tuple[str, bytes | str, int]] = {}

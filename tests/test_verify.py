@@ -30,6 +30,13 @@ CLI = [sys.executable, "-m", "provanchor.cli.main"]
 T0 = 1_700_000_000 * 10**9
 
 
+CHAIN_ENGINES = ("anvil", "geth")  # real block times too (see conftest)
+GETH_TESTS = {
+    "test_verify_record_passes_every_named_check",
+    "test_verify_agent_whole_log_with_and_without_index_hint",
+    "test_verify_all_and_audit_bundle_round_trip",
+}
+
 def content_change(location: str, data: bytes, t: int, op: Op = Op.WRITE, run: str | None = None) -> Change:
     return Change(
         time=t,

@@ -29,14 +29,21 @@ def node() -> None:
     help="Approvals needed to execute a proposal on a new network.",
 )
 @click.option("--reset", is_flag=True, help="Discard the chain state and deploy a fresh ledger.")
+@click.option(
+    "--chain",
+    type=click.Choice(["anvil", "geth"]),
+    default=None,
+    help="The local chain's engine for a new network: anvil (default; a block per transaction) or geth "
+    "(dev mode, a block every second).",
+)
 @json_option
 @click.pass_context
-def up(ctx: click.Context, governors: int, quorum: int, reset: bool, as_json: bool) -> None:
+def up(ctx: click.Context, governors: int, quorum: int, reset: bool, chain: str | None, as_json: bool) -> None:
     """Start (or resume) the chain and IPFS daemon and deploy the ledger once."""
     home = app(ctx).home
     from provanchor.localnet import lifecycle
 
-    result = lifecycle.up(home, governors=governors, quorum=quorum, reset=reset)
+    result = lifecycle.up(home, governors=governors, quorum=quorum, reset=reset, chain=chain)
     d = result.descriptor
     if as_json:
         emit_json(

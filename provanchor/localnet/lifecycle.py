@@ -20,6 +20,7 @@ from provanchor.chain.client import LedgerClient, connect
 from provanchor.errors import ChainUnavailable, ConfigError, IpfsUnavailable, UsageError
 from provanchor.home import Home
 from provanchor.localnet.devkeys import ensure_governor_keys, load_governor_keys
+from provanchor.localnet.geth import GethService, fund_from_dev_account
 from provanchor.localnet.processes import AnvilService, IpfsService
 from provanchor.network import NetworkDescriptor, load_network, save_network
 
@@ -34,7 +35,17 @@ class UpResult:
     notes: list[str] = field(default_factory=list)
 
 
-def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> UpResult:
+CHAIN_ENGINES = ("anvil", "geth")
+
+
+def _chain_service(home: Home, kind: str) -> AnvilService | GethService:
+    if kind not in CHAIN_ENGINES:
+        raise UsageError(f"--chain {kind!r}: the local chain is one of {', '.join(CHAIN_ENGINES)}")
+    return GethService(home.root) if kind == "geth" else AnvilService(home.root)
+
+
+def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, chain: str | None = None) -> UpResult:
+    """Start (or find) the local chain and IPFS, deploy the ledger once; `chain` picks the engine of a new network."""
     if governors < 1:
         raise UsageError(f"--governors must be at least 1, got {governors}")
     if quorum < 1 or quorum > governors:
@@ -43,17 +54,26 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
     if reset:
         down(home)
         # A new ledger starts with a new block store too: the old one holds another ledger's blocks.
-        for path in (home.chain_dir, home.ipfs_dir, home.network_file, home.governor_keys_file):
+        for path in (home.chain_dir, GethService(home.root).data_dir, home.ipfs_dir, home.network_file,
+                     home.governor_keys_file):
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
 
-    anvil, ipfs = AnvilService(home.root), IpfsService(home.root)
+    existing_kind = load_network(home).chain_kind if home.network_file.exists() else None
+    if chain is not None and existing_kind is not None and chain != existing_kind and existing_kind != "external":
+        raise UsageError(
+            f"--chain {chain}: this network runs on {existing_kind}; use `node up --reset --chain {chain}` "
+            "to start a new ledger on another engine"
+        )
+    kind = existing_kind if existing_kind in CHAIN_ENGINES else (chain or "anvil")
+    assert kind is not None
+    engine, ipfs = _chain_service(home, kind), IpfsService(home.root)
     started: list[str] = []
-    if not anvil.is_running():
-        started.append("anvil")
-    rpc_url = anvil.start()
+    if not engine.is_running():
+        started.append(kind)
+    rpc_url = engine.start()
     if not ipfs.is_running():
         started.append("ipfs")
     ipfs_api = ipfs.start()
@@ -80,13 +100,14 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
             local=True,
             ipfs_repo=str(ipfs.repo),
             extra=existing.extra,
+            chain_kind=kind,
         )
         save_network(home, descriptor)
         return UpResult(descriptor, deployed=False, started=started, notes=notes)
 
     keys = ensure_governor_keys(home, governors)[:governors]
     for key in keys:
-        client_w3.provider.make_request("anvil_setBalance", [key.address, hex(_DEV_BALANCE_WEI)])  # type: ignore[arg-type]
+        _fund(rpc_url, kind, key.address, _DEV_BALANCE_WEI)
     client, receipt = LedgerClient.deploy(rpc_url, keys[0], [k.address for k in keys], quorum)
     descriptor = NetworkDescriptor(
         chain_id=chain_id,
@@ -97,20 +118,31 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False) -> 
         ipfs_kind=ipfs.kind,
         local=True,
         ipfs_repo=str(ipfs.repo),
+        chain_kind=kind,
     )
     save_network(home, descriptor)
     return UpResult(descriptor, deployed=True, started=started, notes=notes)
 
 
 def fund(home: Home, address: str, wei: int = _DEV_BALANCE_WEI) -> None:
-    """Give a local account gas money (anvil only): agents need it to anchor."""
+    """Give a local account gas money: agents and governors need it to send transactions."""
     descriptor = load_network(home)
-    connect(descriptor.rpc_url).provider.make_request("anvil_setBalance", [address, hex(wei)])  # type: ignore[arg-type]
+    if descriptor.chain_kind not in CHAIN_ENGINES:
+        raise ConfigError(f"{home.network_file} names an external chain: fund {address} from one of its accounts")
+    _fund(descriptor.rpc_url, descriptor.chain_kind, address, wei)
+
+
+def _fund(rpc_url: str, kind: str, address: str, wei: int) -> None:
+    """anvil sets the balance; geth transfers from its developer account (an ordinary transaction)."""
+    if kind == "geth":
+        fund_from_dev_account(rpc_url, address, wei)
+    else:
+        connect(rpc_url).provider.make_request("anvil_setBalance", [address, hex(wei)])  # type: ignore[arg-type]
 
 
 def status(home: Home) -> dict[str, Any]:
     descriptor = load_network(home)
-    anvil, ipfs = AnvilService(home.root), IpfsService(home.root)
+    anvil, geth, ipfs = AnvilService(home.root), GethService(home.root), IpfsService(home.root)
     client = LedgerClient(descriptor.rpc_url, descriptor.contract)
     try:
         block = client.block_number()
@@ -132,7 +164,9 @@ def status(home: Home) -> dict[str, Any]:
         "ipfs_api": descriptor.ipfs_api,
         "ipfs_kind": descriptor.ipfs_kind,
         "ipfs_version": ipfs_version,
+        "chain_kind": descriptor.chain_kind,
         "anvil_running": anvil.is_running(),
+        "geth_running": geth.is_running(),
         "ipfs_running": ipfs.is_running(),
         "dev_governor_keys": [k.address for k in load_governor_keys(home)],
     }
@@ -140,7 +174,7 @@ def status(home: Home) -> dict[str, Any]:
 
 def down(home: Home) -> list[str]:
     stopped: list[str] = []
-    for service in (IpfsService(home.root), AnvilService(home.root)):
+    for service in (IpfsService(home.root), AnvilService(home.root), GethService(home.root)):
         if service.is_running():
             service.stop()
             stopped.append(type(service).__name__.removesuffix("Service").lower())

@@ -36,6 +36,8 @@ __all__ = [
     "IpfsTool",
     "ToolNotFound",
     "find_anvil",
+    "find_geth",
+    "find_go_tool",
     "find_ipfs",
     "free_port",
     "kubo_version_of",
@@ -123,6 +125,32 @@ def find_anvil() -> Path:
     if on_path:
         return Path(on_path)
     raise ToolNotFound(f"anvil not found: run `make setup` (npm ci in node/) or set {ANVIL_ENV}")
+
+
+GETH_ENV = "PROVANCHOR_GETH"
+GO_TOOLS = ("geth", "ipfs-cluster-service", "ipfs-cluster-ctl")
+"""Go programs `make setup` builds from pinned modules into node/bin, beside Kubo."""
+
+
+def find_go_tool(name: str, env: str | None = None) -> Path:
+    """A Go program `make setup` builds into node/bin (geth, the IPFS Cluster tools): env, node/bin, PATH."""
+    if env is not None:
+        explicit = _from_env(env, name)
+        if explicit is not None:
+            return explicit
+    built = pinned_kubo_path().parent / name
+    if _is_executable(built):
+        return built
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    hint = f" or set {env}" if env else ""
+    raise ToolNotFound(f"{name} not found: run `make setup` (it builds {name} from the Go module proxy){hint}")
+
+
+def find_geth() -> Path:
+    """Path of the geth binary to run; raises `ToolNotFound` with a fix-it hint."""
+    return find_go_tool("geth", GETH_ENV)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -60,8 +60,11 @@ from provanchor.pipeline import faults
 from provanchor.pipeline.locks import ProcessLock, busy_message
 from provanchor.pipeline.spool import Batch, Spool
 
-_GAS_BASE = 150_000
-_GAS_PER_PROOF_HASH = 3_000
+# The limit pipelined anchors carry without estimating (see _gas_limit). An anchor costs 150-250k gas
+# depending on the engine's fork (geth 1.17's dev chain: 250k for an agent's first checkpoint; anvil
+# less): the limit only caps, unused gas is not charged, so it is generous.
+_GAS_BASE = 400_000
+_GAS_PER_PROOF_HASH = 5_000
 
 
 @dataclass(frozen=True)
