@@ -37,6 +37,8 @@ class NetworkDescriptor:
     extra: dict[str, Any] = field(default_factory=dict)
     # The local chain's engine ("anvil" or "geth") when `node up` runs it; "external" otherwise.
     chain_kind: str = "anvil"
+    # An IPFS Cluster that pins what the ledger needs: {"api": REST URL, "replication": N}, or None.
+    ipfs_cluster: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +60,7 @@ class NetworkDescriptor:
                 ipfs_repo=str(data["ipfs_repo"]) if data.get("ipfs_repo") else None,
                 extra=dict(data.get("extra", {})),
                 chain_kind=str(data.get("chain_kind", "anvil" if data.get("local") else "external")),
+                ipfs_cluster=dict(data["ipfs_cluster"]) if data.get("ipfs_cluster") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"network descriptor{where} is malformed: missing or bad {exc}") from exc

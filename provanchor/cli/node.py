@@ -36,14 +36,40 @@ def node() -> None:
     help="The local chain's engine for a new network: anvil (default; a block per transaction) or geth "
     "(dev mode, a block every second).",
 )
+@click.option(
+    "--ipfs-peers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Make the data plane an IPFS Cluster of N members (Kubo + cluster peer each, CRDT consensus).",
+)
+@click.option(
+    "--replication",
+    type=int,
+    default=None,
+    metavar="R",
+    help="Members that must hold every pin (default: 2 when there are two or more peers).",
+)
 @json_option
 @click.pass_context
-def up(ctx: click.Context, governors: int, quorum: int, reset: bool, chain: str | None, as_json: bool) -> None:
+def up(
+    ctx: click.Context,
+    governors: int,
+    quorum: int,
+    reset: bool,
+    chain: str | None,
+    ipfs_peers: int | None,
+    replication: int | None,
+    as_json: bool,
+) -> None:
     """Start (or resume) the chain and IPFS daemon and deploy the ledger once."""
     home = app(ctx).home
     from provanchor.localnet import lifecycle
 
-    result = lifecycle.up(home, governors=governors, quorum=quorum, reset=reset, chain=chain)
+    result = lifecycle.up(
+        home, governors=governors, quorum=quorum, reset=reset, chain=chain, ipfs_peers=ipfs_peers,
+        replication=replication,
+    )
     d = result.descriptor
     if as_json:
         emit_json(
@@ -97,6 +123,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 "proposals",
                 "ipfs_api",
                 "ipfs_kind",
+                "replication",
                 "ipfs_version",
                 "anvil_running",
                 "ipfs_running",

@@ -19,6 +19,7 @@ from typing import Any
 from provanchor.chain.client import LedgerClient, connect
 from provanchor.errors import ChainUnavailable, ConfigError, IpfsUnavailable, UsageError
 from provanchor.home import Home
+from provanchor.localnet.cluster import LocalCluster
 from provanchor.localnet.devkeys import ensure_governor_keys, load_governor_keys
 from provanchor.localnet.geth import GethService, fund_from_dev_account
 from provanchor.localnet.processes import AnvilService, IpfsService
@@ -44,8 +45,59 @@ def _chain_service(home: Home, kind: str) -> AnvilService | GethService:
     return GethService(home.root) if kind == "geth" else AnvilService(home.root)
 
 
-def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, chain: str | None = None) -> UpResult:
-    """Start (or find) the local chain and IPFS, deploy the ledger once; `chain` picks the engine of a new network."""
+@dataclass(frozen=True)
+class _DataPlane:
+    api: str
+    repo: str
+    cluster: dict[str, Any] | None
+    started: list[str]
+    notes: list[str]
+
+
+def _start_data_plane(
+    home: Home, peers: int | None, replication: int | None, existing: NetworkDescriptor | None
+) -> _DataPlane:
+    """One offline Kubo, or an IPFS Cluster of `peers` members (kept as the network was first made)."""
+    cluster = LocalCluster(home.root)
+    had_cluster = existing is not None and existing.ipfs_cluster is not None
+    if existing is not None and peers is not None and not had_cluster:
+        raise UsageError("--ipfs-peers: this network uses a single IPFS node; use `node up --reset --ipfs-peers N`")
+    if peers is None and had_cluster:
+        peers = cluster.size()
+    if peers is None:
+        if replication is not None:
+            raise UsageError("--replication needs --ipfs-peers N (an IPFS Cluster)")
+        ipfs = IpfsService(home.root)
+        started = [] if ipfs.is_running() else ["ipfs"]
+        return _DataPlane(ipfs.start(), str(ipfs.repo), None, started, list(ipfs.notes))
+    if peers < 1:
+        raise UsageError(f"--ipfs-peers must be at least 1, got {peers}")
+    if replication is None:
+        previous = existing.ipfs_cluster.get("replication") if existing and existing.ipfs_cluster else None
+        replication = previous if isinstance(previous, int) else (2 if peers >= 2 else 1)
+    if not 1 <= replication <= peers:
+        raise UsageError(f"--replication {replication} is impossible with {peers} IPFS peer(s): use 1..{peers}")
+    running = {m.index for m in cluster.members() if cluster.peer(m.index).is_running()}
+    members = cluster.start(peers)
+    started = [f"ipfs-cluster-{m.index}" for m in members if m.index not in running]
+    config = {"api": members[0].cluster_api, "replication": replication, "peers": [m.to_json() for m in members]}
+    return _DataPlane(members[0].kubo_api, str(cluster.kubo(0).repo), config, started, [])
+
+
+def up(
+    home: Home,
+    governors: int = 1,
+    quorum: int = 1,
+    reset: bool = False,
+    chain: str | None = None,
+    ipfs_peers: int | None = None,
+    replication: int | None = None,
+) -> UpResult:
+    """Start (or find) the local chain and IPFS, deploy the ledger once.
+
+    `chain` picks the engine of a new network; `ipfs_peers` makes the data plane an IPFS Cluster
+    of that many members, pinning with `replication` (default 2 when there are two or more).
+    """
     if governors < 1:
         raise UsageError(f"--governors must be at least 1, got {governors}")
     if quorum < 1 or quorum > governors:
@@ -54,14 +106,15 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, cha
     if reset:
         down(home)
         # A new ledger starts with a new block store too: the old one holds another ledger's blocks.
-        for path in (home.chain_dir, GethService(home.root).data_dir, home.ipfs_dir, home.network_file,
-                     home.governor_keys_file):
+        for path in (home.chain_dir, GethService(home.root).data_dir, home.ipfs_dir, LocalCluster(home.root).root,
+                     home.network_file, home.governor_keys_file):
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
 
-    existing_kind = load_network(home).chain_kind if home.network_file.exists() else None
+    previous = load_network(home) if home.network_file.exists() else None
+    existing_kind = previous.chain_kind if previous is not None else None
     if chain is not None and existing_kind is not None and chain != existing_kind and existing_kind != "external":
         raise UsageError(
             f"--chain {chain}: this network runs on {existing_kind}; use `node up --reset --chain {chain}` "
@@ -69,16 +122,16 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, cha
         )
     kind = existing_kind if existing_kind in CHAIN_ENGINES else (chain or "anvil")
     assert kind is not None
-    engine, ipfs = _chain_service(home, kind), IpfsService(home.root)
+    engine = _chain_service(home, kind)
     started: list[str] = []
     if not engine.is_running():
         started.append(kind)
     rpc_url = engine.start()
-    if not ipfs.is_running():
-        started.append("ipfs")
-    ipfs_api = ipfs.start()
+    plane = _start_data_plane(home, ipfs_peers, replication, previous)
+    started += plane.started
+    ipfs_api = plane.api
 
-    notes: list[str] = list(ipfs.notes)
+    notes: list[str] = list(plane.notes)
     existing = load_network(home) if home.network_file.exists() else None
     client_w3 = connect(rpc_url)
     chain_id = int(client_w3.eth.chain_id)
@@ -96,11 +149,12 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, cha
             contract=existing.contract,
             deployment_block=existing.deployment_block,
             ipfs_api=ipfs_api,
-            ipfs_kind=ipfs.kind,
+            ipfs_kind="kubo",
             local=True,
-            ipfs_repo=str(ipfs.repo),
+            ipfs_repo=plane.repo,
             extra=existing.extra,
             chain_kind=kind,
+            ipfs_cluster=plane.cluster,
         )
         save_network(home, descriptor)
         return UpResult(descriptor, deployed=False, started=started, notes=notes)
@@ -115,10 +169,11 @@ def up(home: Home, governors: int = 1, quorum: int = 1, reset: bool = False, cha
         contract=client.address,
         deployment_block=receipt.block_number,
         ipfs_api=ipfs_api,
-        ipfs_kind=ipfs.kind,
+        ipfs_kind="kubo",
         local=True,
-        ipfs_repo=str(ipfs.repo),
+        ipfs_repo=plane.repo,
         chain_kind=kind,
+        ipfs_cluster=plane.cluster,
     )
     save_network(home, descriptor)
     return UpResult(descriptor, deployed=True, started=started, notes=notes)
@@ -167,13 +222,46 @@ def status(home: Home) -> dict[str, Any]:
         "chain_kind": descriptor.chain_kind,
         "anvil_running": anvil.is_running(),
         "geth_running": geth.is_running(),
-        "ipfs_running": ipfs.is_running(),
+        "ipfs_running": ipfs.is_running() or (descriptor.ipfs_cluster is not None and _alive(descriptor.ipfs_api)),
+        "ipfs_peers": _cluster_peers(home, descriptor),
+        "replication": descriptor.ipfs_cluster.get("replication") if descriptor.ipfs_cluster else None,
         "dev_governor_keys": [k.address for k in load_governor_keys(home)],
     }
 
 
+def _alive(api: str) -> bool:
+    try:
+        ipfs_daemon_version(api)
+    except IpfsUnavailable:
+        return False
+    return True
+
+
+def _cluster_peers(home: Home, descriptor: NetworkDescriptor) -> list[dict[str, object]]:
+    """Each member of the network's IPFS Cluster: its id, Kubo API and state as the cluster sees it."""
+    if descriptor.ipfs_cluster is None:
+        return []
+    from provanchor.errors import IpfsError
+    from provanchor.ipfs.cluster import ClusterClient, ClusterConfig
+
+    client = ClusterClient(ClusterConfig.from_json(descriptor.ipfs_cluster), timeout=5.0)
+    try:
+        known = {peer.id: peer for peer in client.peers()}
+    except (IpfsUnavailable, IpfsError):
+        known = {}
+    rows: list[dict[str, object]] = []
+    for member in LocalCluster(home.root).members():
+        peer = known.get(member.peer_id or "")
+        state = "down" if peer is None else peer.state
+        rows.append(
+            {"id": member.peer_id, "api": member.kubo_api or None, "cluster_api": member.cluster_api, "state": state}
+        )
+    return rows
+
+
 def down(home: Home) -> list[str]:
     stopped: list[str] = []
+    stopped += LocalCluster(home.root).stop()
     for service in (IpfsService(home.root), AnvilService(home.root), GethService(home.root)):
         if service.is_running():
             service.stop()

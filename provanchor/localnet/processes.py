@@ -525,12 +525,26 @@ class IpfsService(ManagedDaemon):
     answers at it, and refuses when another daemon does.
     """
 
-    def __init__(self, home: Path) -> None:
-        super().__init__("ipfs", home, markers=("ipfs",))
-        self.ipfs_dir = self.home / "ipfs"
+    def __init__(self, home: Path, name: str = "ipfs", ipfs_dir: Path | None = None, online: bool = False) -> None:
+        """`online` (an IPFS Cluster member): the daemon listens on a fixed loopback swarm port and
+        exchanges blocks with the nodes it is connected to; otherwise it runs `--offline`."""
+        super().__init__(name, home, markers=("ipfs",))
+        self.ipfs_dir = ipfs_dir if ipfs_dir is not None else self.home / "ipfs"
         self.repo = self.ipfs_dir / "repo"
         self.state_file = self.ipfs_dir / "daemon.json"
+        self.online = online
         self.notes: list[str] = []
+
+    @property
+    def swarm_port(self) -> int | None:
+        port = _read_json(self.state_file).get("swarm_port")
+        return port if isinstance(port, int) else None
+
+    @property
+    def peer_id(self) -> str | None:
+        identity = _read_json(self.repo / "config").get("Identity")
+        value = identity.get("PeerID") if isinstance(identity, dict) else None
+        return value if isinstance(value, str) else None
 
     # -- inspection ---------------------------------------------------------
 
@@ -678,19 +692,26 @@ class IpfsService(ManagedDaemon):
         if not config:
             raise ConfigError(f"IPFS repository config {config_path} is unreadable: remove {self.repo}")
         addresses = config.setdefault("Addresses", {})
+        swarm = 0
+        if self.online:  # cluster members dial each other on this port: keep it across restarts
+            previous = self.swarm_port
+            swarm = previous if previous is not None and port_is_free(previous) else free_port()
+            self._record(swarm_port=swarm)
         addresses.update(
             API=f"/ip4/{LOOPBACK}/tcp/{api}",
             Gateway=f"/ip4/{LOOPBACK}/tcp/{gateway}",
-            Swarm=[f"/ip4/{LOOPBACK}/tcp/0"],
+            Swarm=[f"/ip4/{LOOPBACK}/tcp/{swarm}"],
             Announce=[],
             NoAnnounce=[],
         )
         config["Bootstrap"] = []
+        if self.online:  # no DHT: blocks move by bitswap between the nodes the cluster connects
+            config.setdefault("Routing", {})["Type"] = "none"
         _atomic_write(config_path, json.dumps(config, indent=2) + "\n")
 
     def _launch(self, tool: IpfsTool, api: int, gateway: int, timeout: float) -> str:
         self._configure(tool, api, gateway)
-        argv = [str(tool.path), "daemon", "--offline"]
+        argv = [str(tool.path), "daemon"] if self.online else [str(tool.path), "daemon", "--offline"]
         self._record(kind="kubo", version=tool.version, binary=str(tool.path), api_port=api, gateway_port=gateway)
         pid = self._spawn(argv, env=self._env())
         url = f"http://{LOOPBACK}:{api}"

@@ -52,6 +52,7 @@ from provanchor.errors import (
 from provanchor.formats import merkle
 from provanchor.formats.cid import CID, DAG_CBOR, RAW
 from provanchor.ipfs.client import IpfsClient, IpfsError
+from provanchor.ipfs.cluster import ClusterClient
 
 if TYPE_CHECKING:
     from provanchor.chain.client import LedgerClient
@@ -107,12 +108,15 @@ class Anchorer:
         batch_size: int = 1024,
         on_anchored: Callable[[Batch], None] | None = None,
         store_workers: int = 3,
+        cluster: ClusterClient | None = None,
     ) -> None:
+        """`cluster`: pin every batch through IPFS Cluster too, and anchor it only once replicated."""
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         self.spool = spool
         self.ledger = ledger
         self.ipfs = ipfs
+        self.cluster = cluster
         self.batch_size = batch_size
         self.agent = ledger.transactor.address
         self.chain_id = ledger.chain_id
@@ -248,6 +252,11 @@ class Anchorer:
             ipfs.put_blocks(blocks, pin_roots=[])
             ipfs.pin_direct([cid for cid, _ in blocks])
         ipfs.persist()  # durable before the anchor names them (see IpfsClient.persist)
+        if self.cluster is not None:
+            # Replicated before the anchor names them: a host lost after anchoring loses no only copy.
+            # One recursive pin of the manifest covers the batch's records and their contents (and
+            # the earlier manifests it links, which the members already hold).
+            self.cluster.replicate([(manifest_cid, False)], name=f"batch {batch.id}")
         faults.crash_point("after-ipfs-write")
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))

@@ -192,7 +192,12 @@ class AgentSession:
             account = self.account.local_account() if isinstance(self.account, UnlockedKey) else self.account
             ledger = LedgerClient(self.network.rpc_url, self.network.contract, account)
             ipfs = IpfsClient(self.network.ipfs_api, repo=self.network.ipfs_repo)
-            self._anchorer = Anchorer(self.spool, ledger, ipfs, self.batch_size)
+            cluster = None
+            if self.network.ipfs_cluster is not None:
+                from provanchor.ipfs.cluster import ClusterClient, ClusterConfig
+
+                cluster = ClusterClient(ClusterConfig.from_json(self.network.ipfs_cluster))
+            self._anchorer = Anchorer(self.spool, ledger, ipfs, self.batch_size, cluster=cluster)
         return self._anchorer
 
     def flush(self, timeout: float = 120.0) -> AnchorStatus | None:
