@@ -201,3 +201,21 @@ def test_the_cluster_rest_api_is_what_status_reports(cluster_home: Home) -> None
     with urllib.request.urlopen(f"{network.ipfs_cluster['api']}/id", timeout=5) as reply:
         identity = json.loads(reply.read())
     assert identity["id"] == lifecycle.status(cluster_home)["ipfs_peers"][0]["id"]
+
+
+def test_a_snapshot_is_replicated_before_it_is_anchored(cluster_home: Home, tmp_path: Path) -> None:
+    from provanchor.hostid import default_host_id
+    from provanchor.ipfs.cluster import ClusterClient, ClusterConfig
+    from provanchor.snapshot.service import take_snapshot
+
+    home, _ = enroll_agent(cluster_home, tmp_path / "agent", "snapshotter", PASSWORD)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("a\n")
+    (tree / "sub" / "b.bin").write_bytes(os.urandom(300_000))  # two chunks: a multi-block file
+    with AgentSession.open(home, password=PASSWORD) as session:
+        result = take_snapshot(session, str(tree), default_host_id())
+    network = load_network(cluster_home)
+    assert network.ipfs_cluster is not None
+    cluster = ClusterClient(ClusterConfig.from_json(network.ipfs_cluster))
+    assert cluster.pinned_on(CID.parse(result.snapshot_id)) >= 2

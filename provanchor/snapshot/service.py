@@ -74,6 +74,9 @@ def take_snapshot(
         manifest_cid = CID.for_block(DAG_CBOR, encoded)
         ipfs.put_blocks([(manifest_cid, encoded)], pin_roots=[manifest_cid])
         ipfs.persist()  # the tree and its manifest are durable before anything anchors them
+        cluster = session.anchorer.cluster
+        if cluster is not None:  # the manifest links the tree: one recursive pin replicates both
+            cluster.replicate([(manifest_cid, False)], name=f"snapshot {location}")
         cache.commit()
     except BaseException:
         cache.discard()
