@@ -327,10 +327,10 @@ class RunRecorder:
         }
         prefixes.discard("/")
         tree_prefixes = tuple(sorted(prefixes))
+        # The path-only rules already ran when the entry was collected; only the interpreter
+        # (who read it) can have become known since, and every interpreter of the tree is here.
         for path, entry in observed.items():
-            if entry.environment:
-                continue
-            if path.startswith(tree_prefixes) or any(self._is_environment(event) for event in entry.events):
+            if not entry.environment and path.startswith(tree_prefixes):
                 entry.environment = True
 
     def _environment(self, observed: dict[str, _Observed], tree: set[int], attributed: bool) -> list[FileSeen]:

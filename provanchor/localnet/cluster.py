@@ -34,20 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from provanchor.errors import ConfigError, DaemonStartError, UsageError
-from provanchor.localnet.processes import IpfsService, ManagedDaemon
+from provanchor.localnet.processes import IpfsService, ManagedDaemon, read_json
 from provanchor.localnet.tools import LOOPBACK, find_go_tool, free_port, port_is_free
 
 __all__ = ["ClusterMember", "ClusterPeerService", "LocalCluster"]
 
 CLUSTER_ENV = "PROVANCHOR_IPFS_CLUSTER_SERVICE"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _get_json(url: str, timeout: float = 2.0) -> Any:
@@ -72,17 +64,17 @@ class ClusterPeerService(ManagedDaemon):
 
     @property
     def peer_id(self) -> str | None:
-        value = _read_json(self.directory / "identity.json").get("id")
+        value = read_json(self.directory / "identity.json").get("id")
         return value if isinstance(value, str) else None
 
     @property
     def api_url(self) -> str | None:
-        port = _read_json(self.ports_file).get("rest")
+        port = read_json(self.ports_file).get("rest")
         return f"http://{LOOPBACK}:{port}" if isinstance(port, int) else None
 
     @property
     def cluster_address(self) -> str | None:
-        port, peer = _read_json(self.ports_file).get("cluster"), self.peer_id
+        port, peer = read_json(self.ports_file).get("cluster"), self.peer_id
         return f"/ip4/{LOOPBACK}/tcp/{port}/p2p/{peer}" if isinstance(port, int) and peer else None
 
     def ensure_config(self, secret: str, kubo_api: str) -> None:
@@ -100,14 +92,14 @@ class ClusterPeerService(ManagedDaemon):
             )
             if done.returncode != 0:
                 raise DaemonStartError(f"cannot initialise cluster peer {self.index}: {done.stderr.strip()[-300:]}")
-        ports = _read_json(self.ports_file)
+        ports = read_json(self.ports_file)
         chosen = {}
         for key in ("cluster", "rest", "proxy", "pinsvc"):
             previous = ports.get(key)
             chosen[key] = previous if isinstance(previous, int) and port_is_free(previous) else free_port()
         self.ports_file.write_text(json.dumps(chosen) + "\n")
         config_path = self.directory / "service.json"
-        config = _read_json(config_path)
+        config = read_json(config_path)
         if not config:
             raise ConfigError(f"cluster peer config {config_path} is unreadable: remove {self.directory}")
         cluster = config["cluster"]

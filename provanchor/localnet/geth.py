@@ -23,14 +23,14 @@ outside dev funding uses a method another EVM client lacks.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from provanchor.errors import ChainUnavailable, ConfigError, DaemonStartError
-from provanchor.localnet.processes import ManagedDaemon
+from provanchor.localnet.processes import ManagedDaemon, post_json, read_json
 from provanchor.localnet.tools import LOOPBACK, find_geth, free_port, port_is_free
 
 __all__ = ["GETH_CHAIN_ID", "GethService", "fund_from_dev_account", "rpc_call"]
@@ -42,11 +42,9 @@ GETH_BLOCK_PERIOD = 1
 def rpc_call(url: str, method: str, params: list[Any], timeout: float = 10.0) -> Any:
     """One JSON-RPC call; ChainUnavailable when the node does not answer, ConfigError when it refuses."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            reply = json.loads(response.read())
-    except (OSError, ValueError) as exc:
+        reply = post_json(url, body, timeout)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise ChainUnavailable(f"chain RPC at {url} does not answer {method}") from exc
     if not isinstance(reply, dict) or "error" in reply:
         message = reply.get("error", {}).get("message") if isinstance(reply, dict) else reply
@@ -81,13 +79,8 @@ class GethService(ManagedDaemon):
 
     @property
     def rpc_url(self) -> str | None:
-        if not self.is_running():
-            return None
-        try:
-            port = json.loads(self.ports_file.read_text()).get("http")
-        except (OSError, ValueError):
-            return None
-        return f"http://{LOOPBACK}:{port}" if isinstance(port, int) else None
+        port = self._previous_http_port() if self.is_running() else None
+        return f"http://{LOOPBACK}:{port}" if port is not None else None
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the chain (or find it running) and return its JSON-RPC URL."""
@@ -116,10 +109,7 @@ class GethService(ManagedDaemon):
             return url
 
     def _previous_http_port(self) -> int | None:
-        try:
-            port = json.loads(self.ports_file.read_text()).get("http")
-        except (OSError, ValueError):
-            return None
+        port = read_json(self.ports_file).get("http")
         return port if isinstance(port, int) else None
 
     @staticmethod

@@ -169,7 +169,8 @@ def _atomic_write(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file the local network keeps (ports, state); {} when absent or unreadable."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -177,7 +178,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _post_json(url: str, payload: bytes | None, timeout: float) -> Any:
+def post_json(url: str, payload: bytes | None, timeout: float) -> Any:
+    """One JSON POST to a local daemon (a chain's JSON-RPC, Kubo's RPC API)."""
     headers = {"Content-Type": "application/json"} if payload is not None else {}
     request = urllib.request.Request(url, data=payload or b"", headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -390,7 +392,7 @@ class AnvilService(ManagedDaemon):
         """The port of the running chain (None if not running)."""
         if not self.is_running():
             return None
-        port = _read_json(self.ports_file).get("port")
+        port = read_json(self.ports_file).get("port")
         return port if isinstance(port, int) else None
 
     @property
@@ -412,7 +414,7 @@ class AnvilService(ManagedDaemon):
             self.chain_dir.mkdir(parents=True, exist_ok=True)
             self._prepare_state()
             self._clean_cache()
-            previous = _read_json(self.ports_file).get("port")
+            previous = read_json(self.ports_file).get("port")
             attempts = 1 if port is not None else 3
             for attempt in range(attempts):
                 chosen = _choose_port(port, previous if isinstance(previous, int) else None, "anvil")
@@ -450,7 +452,7 @@ class AnvilService(ManagedDaemon):
     def _answers(url: str) -> bool:
         payload = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
         try:
-            reply = _post_json(url, payload, timeout=1.0)
+            reply = post_json(url, payload, timeout=1.0)
         except (OSError, ValueError, http.client.HTTPException):
             return False
         return isinstance(reply, dict) and "result" in reply
@@ -537,12 +539,12 @@ class IpfsService(ManagedDaemon):
 
     @property
     def swarm_port(self) -> int | None:
-        port = _read_json(self.state_file).get("swarm_port")
+        port = read_json(self.state_file).get("swarm_port")
         return port if isinstance(port, int) else None
 
     @property
     def peer_id(self) -> str | None:
-        identity = _read_json(self.repo / "config").get("Identity")
+        identity = read_json(self.repo / "config").get("Identity")
         value = identity.get("PeerID") if isinstance(identity, dict) else None
         return value if isinstance(value, str) else None
 
@@ -556,7 +558,7 @@ class IpfsService(ManagedDaemon):
     def api_port(self) -> int | None:
         if not self.is_running():
             return None
-        port = _read_json(self.state_file).get("api_port")
+        port = read_json(self.state_file).get("api_port")
         return port if isinstance(port, int) else None
 
     @property
@@ -575,13 +577,13 @@ class IpfsService(ManagedDaemon):
     def gateway_url(self) -> str | None:
         if not self.is_running():
             return None
-        port = _read_json(self.state_file).get("gateway_port")
+        port = read_json(self.state_file).get("gateway_port")
         return f"http://{LOOPBACK}:{port}" if isinstance(port, int) else None
 
     @property
     def version(self) -> str | None:
         """The Kubo version this repository was last started with."""
-        value = _read_json(self.state_file).get("version")
+        value = read_json(self.state_file).get("version")
         return value if isinstance(value, str) else None
 
     # -- control ------------------------------------------------------------
@@ -630,7 +632,7 @@ class IpfsService(ManagedDaemon):
 
     def _ensure_repo(self, tool: IpfsTool) -> None:
         if (self.repo / "config").exists():
-            if _read_json(self.state_file).get("kind") not in (None, "kubo"):
+            if read_json(self.state_file).get("kind") not in (None, "kubo"):
                 raise ConfigError(
                     f"the IPFS repository {self.repo} was made by another IPFS implementation: provanchor now "
                     f"runs Kubo only; move it away (its blocks can be moved with `ipfs dag export/import`) or "
@@ -648,7 +650,7 @@ class IpfsService(ManagedDaemon):
         self._record(kind="kubo")
 
     def _record(self, **values: object) -> None:
-        data = _read_json(self.state_file)
+        data = read_json(self.state_file)
         data.update(values)
         _atomic_write(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -664,7 +666,7 @@ class IpfsService(ManagedDaemon):
         api_file.unlink(missing_ok=True)
 
     def _previous_ports(self) -> tuple[int | None, int | None]:
-        addresses = _read_json(self.repo / "config").get("Addresses")
+        addresses = read_json(self.repo / "config").get("Addresses")
         if not isinstance(addresses, dict):
             return None, None
         return _multiaddr_port(addresses.get("API")), _multiaddr_port(addresses.get("Gateway"))
@@ -688,7 +690,7 @@ class IpfsService(ManagedDaemon):
     def _configure(self, tool: IpfsTool, api: int, gateway: int) -> None:
         """Loopback addresses only (the daemon runs offline and never dials out anyway)."""
         config_path = self.repo / "config"
-        config = _read_json(config_path)
+        config = read_json(config_path)
         if not config:
             raise ConfigError(f"IPFS repository config {config_path} is unreadable: remove {self.repo}")
         addresses = config.setdefault("Addresses", {})
@@ -750,7 +752,7 @@ def _api_answers(url: str) -> bool:
 def _daemon_version(url: str) -> str | None:
     """The version an IPFS RPC API at ``url`` reports, or None if nothing (IPFS) answers there."""
     try:
-        reply = _post_json(f"{url}/api/v0/version", None, timeout=1.0)
+        reply = post_json(f"{url}/api/v0/version", None, timeout=1.0)
     except (OSError, ValueError, http.client.HTTPException):
         return None
     if isinstance(reply, dict) and isinstance(reply.get("Version"), str):
