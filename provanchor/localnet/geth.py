@@ -31,7 +31,7 @@ from typing import Any
 
 from provanchor.errors import ChainUnavailable, ConfigError, DaemonStartError
 from provanchor.localnet.processes import ManagedDaemon, post_json, read_json
-from provanchor.localnet.tools import LOOPBACK, find_geth, free_port, port_is_free
+from provanchor.localnet.tools import LOOPBACK, Host, find_geth, free_port, port_is_free
 
 __all__ = ["GETH_CHAIN_ID", "GethService", "fund_from_dev_account", "rpc_call"]
 
@@ -72,15 +72,15 @@ def fund_from_dev_account(url: str, address: str, wei: int, timeout: float = 60.
 class GethService(ManagedDaemon):
     """A persistent geth dev chain inside ``home`` (chain id 1337, a block every second)."""
 
-    def __init__(self, home: Path) -> None:
-        super().__init__("geth", home, markers=("geth",))
+    def __init__(self, home: Path, host: Host | None = None) -> None:
+        super().__init__("geth", home, markers=("geth",), host=host)
         self.data_dir = self.home / "chain-geth"
         self.ports_file = self.data_dir / "ports.json"
 
     @property
     def rpc_url(self) -> str | None:
         port = self._previous_http_port() if self.is_running() else None
-        return f"http://{LOOPBACK}:{port}" if port is not None else None
+        return f"http://{self.host.address}:{port}" if port is not None else None
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the chain (or find it running) and return its JSON-RPC URL."""
@@ -97,14 +97,14 @@ class GethService(ManagedDaemon):
                 str(find_geth()),
                 "--dev", "--dev.period", str(GETH_BLOCK_PERIOD),
                 "--datadir", str(self.data_dir),
-                "--http", "--http.addr", LOOPBACK, "--http.port", str(http), "--http.api", "eth,net,web3",
+                "--http", "--http.addr", self.host.address, "--http.port", str(http), "--http.api", "eth,net,web3",
                 "--authrpc.addr", LOOPBACK, "--authrpc.port", str(auth),
                 "--port", str(p2p), "--nodiscover", "--maxpeers", "0", "--ipcdisable",
                 "--cache", "64", "--verbosity", "2",
             ]  # fmt: skip
             self.ports_file.write_text(json.dumps({"http": http}) + "\n")
             pid = self._spawn(argv)
-            url = f"http://{LOOPBACK}:{http}"
+            url = f"http://{self.host.address}:{http}"
             self._wait_ready(pid, lambda: self._mining(url), timeout)
             return url
 

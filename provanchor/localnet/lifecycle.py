@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from provanchor.localnet.cluster import LocalCluster
 from provanchor.localnet.devkeys import ensure_governor_keys, load_governor_keys
 from provanchor.localnet.geth import GethService, fund_from_dev_account
 from provanchor.localnet.processes import AnvilService, IpfsService
+from provanchor.localnet.tools import Host
 from provanchor.network import NetworkDescriptor, load_network, save_network
 
 _DEV_BALANCE_WEI = 10**24  # a million ether: dev keys must never run dry in a long demo
@@ -39,10 +41,10 @@ class UpResult:
 CHAIN_ENGINES = ("anvil", "geth")
 
 
-def _chain_service(home: Home, kind: str) -> AnvilService | GethService:
+def _chain_service(home: Home, kind: str, host: Host | None = None) -> AnvilService | GethService:
     if kind not in CHAIN_ENGINES:
         raise UsageError(f"--chain {kind!r}: the local chain is one of {', '.join(CHAIN_ENGINES)}")
-    return GethService(home.root) if kind == "geth" else AnvilService(home.root)
+    return GethService(home.root, host) if kind == "geth" else AnvilService(home.root, host)
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,14 @@ class _DataPlane:
 
 
 def _start_data_plane(
-    home: Home, peers: int | None, replication: int | None, existing: NetworkDescriptor | None
+    home: Home,
+    peers: int | None,
+    replication: int | None,
+    existing: NetworkDescriptor | None,
+    hosts: Sequence[Host] | None = None,
 ) -> _DataPlane:
     """One offline Kubo, or an IPFS Cluster of `peers` members (kept as the network was first made)."""
-    cluster = LocalCluster(home.root)
+    cluster = LocalCluster(home.root, hosts)
     had_cluster = existing is not None and existing.ipfs_cluster is not None
     if existing is not None and peers is not None and not had_cluster:
         raise UsageError("--ipfs-peers: this network uses a single IPFS node; use `node up --reset --ipfs-peers N`")
@@ -92,11 +98,15 @@ def up(
     chain: str | None = None,
     ipfs_peers: int | None = None,
     replication: int | None = None,
+    chain_host: Host | None = None,
+    ipfs_hosts: Sequence[Host] | None = None,
 ) -> UpResult:
     """Start (or find) the local chain and IPFS, deploy the ledger once.
 
     `chain` picks the engine of a new network; `ipfs_peers` makes the data plane an IPFS Cluster
     of that many members, pinning with `replication` (default 2 when there are two or more).
+    `chain_host` and `ipfs_hosts` place the chain and each cluster member on hosts of our own
+    (network namespaces: the multi-host tests); by default everything runs on this machine's loopback.
     """
     if governors < 1:
         raise UsageError(f"--governors must be at least 1, got {governors}")
@@ -106,8 +116,14 @@ def up(
     if reset:
         down(home)
         # A new ledger starts with a new block store too: the old one holds another ledger's blocks.
-        for path in (home.chain_dir, GethService(home.root).data_dir, home.ipfs_dir, LocalCluster(home.root).root,
-                     home.network_file, home.governor_keys_file):
+        for path in (
+            home.chain_dir,
+            GethService(home.root).data_dir,
+            home.ipfs_dir,
+            LocalCluster(home.root).root,
+            home.network_file,
+            home.governor_keys_file,
+        ):
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -122,12 +138,12 @@ def up(
         )
     kind = existing_kind if existing_kind in CHAIN_ENGINES else (chain or "anvil")
     assert kind is not None
-    engine = _chain_service(home, kind)
+    engine = _chain_service(home, kind, chain_host)
     started: list[str] = []
     if not engine.is_running():
         started.append(kind)
     rpc_url = engine.start()
-    plane = _start_data_plane(home, ipfs_peers, replication, previous)
+    plane = _start_data_plane(home, ipfs_peers, replication, previous, ipfs_hosts)
     started += plane.started
     ipfs_api = plane.api
 

@@ -39,7 +39,9 @@ from typing import Any
 
 from provanchor.errors import ConfigError, DaemonStartError
 from provanchor.localnet.tools import (
+    LOCAL_HOST,
     LOOPBACK,
+    Host,
     IpfsTool,
     find_anvil,
     find_ipfs,
@@ -208,13 +210,24 @@ def _choose_port(explicit: int | None, previous: int | None, what: str, avoid: i
 class ManagedDaemon:
     """A detached background process tracked by a pid file inside the home directory."""
 
-    def __init__(self, name: str, home: Path, markers: Sequence[str]) -> None:
+    def __init__(self, name: str, home: Path, markers: Sequence[str], host: Host | None = None) -> None:
+        """``host``: where to start the daemon; None starts it where it last ran (this machine's loopback
+        the first time), so every later command finds a daemon on a host of our own at its address."""
         self.name = name
         self.home = Path(home).expanduser()
         self.log_file = self.home / "logs" / f"{name}.log"
         self.pid_file = self.home / "run" / f"{name}.pid"
+        self.host_file = self.home / "run" / f"{name}.host.json"
         self._lock_file = self.home / "run" / f"{name}.lock"
         self._markers = tuple(markers)
+        self._host = host
+
+    @property
+    def host(self) -> Host:
+        """The host given to this object, else the one the daemon was last started on."""
+        if self._host is not None:
+            return self._host
+        return Host.from_json(read_json(self.host_file)) if self.host_file.exists() else LOCAL_HOST
 
     # -- inspection ---------------------------------------------------------
 
@@ -263,13 +276,15 @@ class ManagedDaemon:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
+        host = self.host
+        _atomic_write(self.host_file, json.dumps(host.to_json()) + "\n")
         with self.log_file.open("ab") as out:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            out.write(f"\n{_RUN_MARK} {stamp} starting: {' '.join(argv)}\n".encode())
+            out.write(f"\n{_RUN_MARK} {stamp} starting: {' '.join(host.wrap(argv))}\n".encode())
             out.flush()
             try:
                 child = subprocess.Popen(
-                    list(argv),
+                    host.wrap(argv),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -379,8 +394,8 @@ class AnvilService(ManagedDaemon):
     restores ``state.json.bak``, the copy taken at the previous successful start.
     """
 
-    def __init__(self, home: Path) -> None:
-        super().__init__("anvil", home, markers=("anvil",))
+    def __init__(self, home: Path, host: Host | None = None) -> None:
+        super().__init__("anvil", home, markers=("anvil",), host=host)
         self.chain_dir = self.home / "chain"
         self.state_file = self.chain_dir / "state.json"
         self.state_backup = self.chain_dir / "state.json.bak"
@@ -398,7 +413,7 @@ class AnvilService(ManagedDaemon):
     @property
     def rpc_url(self) -> str | None:
         port = self.port
-        return f"http://{LOOPBACK}:{port}" if port is not None else None
+        return f"http://{self.host.address}:{port}" if port is not None else None
 
     def start(self, port: int | None = None, timeout: float = 30.0) -> str:
         """Start the chain (or find it running) and return its JSON-RPC URL.
@@ -429,7 +444,7 @@ class AnvilService(ManagedDaemon):
     def _argv(self, port: int) -> list[str]:
         return [
             str(find_anvil()),
-            "--host", LOOPBACK,
+            "--host", self.host.address,
             "--port", str(port),
             "--chain-id", str(ANVIL_CHAIN_ID),
             "--accounts", str(ANVIL_ACCOUNTS),
@@ -441,7 +456,7 @@ class AnvilService(ManagedDaemon):
 
     def _launch(self, port: int, timeout: float) -> str:
         argv = self._argv(port)
-        url = f"http://{LOOPBACK}:{port}"
+        url = f"http://{self.host.address}:{port}"
         # Recorded before the spawn so a running anvil always has a known port.
         _atomic_write(self.ports_file, json.dumps({"port": port}) + "\n")
         pid = self._spawn(argv)
@@ -527,10 +542,17 @@ class IpfsService(ManagedDaemon):
     answers at it, and refuses when another daemon does.
     """
 
-    def __init__(self, home: Path, name: str = "ipfs", ipfs_dir: Path | None = None, online: bool = False) -> None:
-        """`online` (an IPFS Cluster member): the daemon listens on a fixed loopback swarm port and
+    def __init__(
+        self,
+        home: Path,
+        name: str = "ipfs",
+        ipfs_dir: Path | None = None,
+        online: bool = False,
+        host: Host | None = None,
+    ) -> None:
+        """`online` (an IPFS Cluster member): the daemon listens on a fixed swarm port of its host and
         exchanges blocks with the nodes it is connected to; otherwise it runs `--offline`."""
-        super().__init__(name, home, markers=("ipfs",))
+        super().__init__(name, home, markers=("ipfs",), host=host)
         self.ipfs_dir = ipfs_dir if ipfs_dir is not None else self.home / "ipfs"
         self.repo = self.ipfs_dir / "repo"
         self.state_file = self.ipfs_dir / "daemon.json"
@@ -541,6 +563,12 @@ class IpfsService(ManagedDaemon):
     def swarm_port(self) -> int | None:
         port = read_json(self.state_file).get("swarm_port")
         return port if isinstance(port, int) else None
+
+    @property
+    def swarm_multiaddr(self) -> str | None:
+        """``/ip4/ADDRESS/tcp/PORT/p2p/ID``: where the other cluster members' nodes dial this one."""
+        port, peer = self.swarm_port, self.peer_id
+        return f"/ip4/{self.host.address}/tcp/{port}/p2p/{peer}" if port is not None and peer else None
 
     @property
     def peer_id(self) -> str | None:
@@ -565,20 +593,20 @@ class IpfsService(ManagedDaemon):
     def api_multiaddr(self) -> str | None:
         """``/ip4/127.0.0.1/tcp/PORT`` of the running daemon's RPC API, else None."""
         port = self.api_port
-        return f"/ip4/{LOOPBACK}/tcp/{port}" if port is not None else None
+        return f"/ip4/{self.host.address}/tcp/{port}" if port is not None else None
 
     @property
     def api_url(self) -> str | None:
         """``http://127.0.0.1:PORT`` of the running daemon's RPC API, else None."""
         port = self.api_port
-        return f"http://{LOOPBACK}:{port}" if port is not None else None
+        return f"http://{self.host.address}:{port}" if port is not None else None
 
     @property
     def gateway_url(self) -> str | None:
         if not self.is_running():
             return None
         port = read_json(self.state_file).get("gateway_port")
-        return f"http://{LOOPBACK}:{port}" if isinstance(port, int) else None
+        return f"http://{self.host.address}:{port}" if isinstance(port, int) else None
 
     @property
     def version(self) -> str | None:
@@ -644,7 +672,8 @@ class IpfsService(ManagedDaemon):
             os.replace(self.repo, self.repo.with_name(f"repo.broken-{time.strftime('%Y%m%d-%H%M%S')}"))
         self.ipfs_dir.mkdir(parents=True, exist_ok=True)
         self._run(
-            tool, ["init", "--profile", f"test,{DATASTORE_PROFILE}", "--empty-repo"],
+            tool,
+            ["init", "--profile", f"test,{DATASTORE_PROFILE}", "--empty-repo"],
             f"initialise the IPFS repository {self.repo}",
         )
         self._record(kind="kubo")
@@ -677,7 +706,7 @@ class IpfsService(ManagedDaemon):
             # Another IPFS daemon on the port this network's clients use would take their blocks:
             # say so rather than quietly moving (any other process there: a new port is chosen).
             if port is not None and not port_is_free(port):
-                foreign = _daemon_version(f"http://{LOOPBACK}:{port}")
+                foreign = _daemon_version(f"http://{self.host.address}:{port}")
                 if foreign is not None:
                     raise DaemonStartError(
                         f"port {port}, this network's IPFS API, is taken by another IPFS daemon (version "
@@ -699,10 +728,11 @@ class IpfsService(ManagedDaemon):
             previous = self.swarm_port
             swarm = previous if previous is not None and port_is_free(previous) else free_port()
             self._record(swarm_port=swarm)
+        address = self.host.address
         addresses.update(
-            API=f"/ip4/{LOOPBACK}/tcp/{api}",
-            Gateway=f"/ip4/{LOOPBACK}/tcp/{gateway}",
-            Swarm=[f"/ip4/{LOOPBACK}/tcp/{swarm}"],
+            API=f"/ip4/{address}/tcp/{api}",
+            Gateway=f"/ip4/{address}/tcp/{gateway}",
+            Swarm=[f"/ip4/{address}/tcp/{swarm}"],
             Announce=[],
             NoAnnounce=[],
         )
@@ -716,7 +746,7 @@ class IpfsService(ManagedDaemon):
         argv = [str(tool.path), "daemon"] if self.online else [str(tool.path), "daemon", "--offline"]
         self._record(kind="kubo", version=tool.version, binary=str(tool.path), api_port=api, gateway_port=gateway)
         pid = self._spawn(argv, env=self._env())
-        url = f"http://{LOOPBACK}:{api}"
+        url = f"http://{self.host.address}:{api}"
         self._wait_ready(pid, lambda: _api_answers(url), timeout)
         running = _daemon_version(url)
         if running is not None and running != tool.version:  # someone else's daemon answered on our port
@@ -724,7 +754,7 @@ class IpfsService(ManagedDaemon):
                 f"the IPFS API at {url} answers as version {running}, not the Kubo {tool.version} just started: "
                 f"another daemon holds the port; stop it"
             )
-        return f"/ip4/{LOOPBACK}/tcp/{api}"
+        return f"/ip4/{self.host.address}/tcp/{api}"
 
 
 def _multiaddr_port(value: object) -> int | None:

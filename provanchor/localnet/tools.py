@@ -24,7 +24,7 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from provanchor.errors import ToolNotFound
 
 __all__ = [
     "KUBO_VERSION",
+    "LOCAL_HOST",
     "LOOPBACK",
+    "Host",
     "IpfsTool",
     "ToolNotFound",
     "find_anvil",
@@ -47,6 +49,39 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where a local daemon runs: the address it listens on and, for a host of our own, its network namespace.
+
+    The local network runs everything on this machine's loopback (`LOCAL_HOST`). The multi-host
+    tests give each member a network namespace joined to the others by veth pairs: its daemons
+    listen on the namespace's address and run under ``ip netns exec``, so cutting a link cuts
+    them off exactly as a real network partition would. Ports are still picked by the kernel in
+    this namespace; a new namespace has every port free, so a number free here is free there.
+    """
+
+    address: str = LOOPBACK
+    namespace: str | None = None
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on this host (``ip netns exec`` execs the program: the pid stays the program's)."""
+        return ["ip", "netns", "exec", self.namespace, *argv] if self.namespace else list(argv)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"address": self.address, "namespace": self.namespace}
+
+    @classmethod
+    def from_json(cls, data: object) -> Host:
+        """A recorded host; this machine's loopback for anything unreadable (older data directories)."""
+        if not isinstance(data, dict) or not isinstance(data.get("address"), str):
+            return LOCAL_HOST
+        namespace = data.get("namespace")
+        return cls(str(data["address"]), namespace if isinstance(namespace, str) else None)
+
+
+LOCAL_HOST = Host()
 
 # The Kubo release node/kubo/go.mod pins (a test keeps the two equal).
 KUBO_VERSION = "0.43.1"
@@ -163,7 +198,11 @@ def kubo_version_of(path: Path) -> str | None:
     """The version a Kubo binary reports (``ipfs version --number``), or None if it is not Kubo."""
     try:
         done = subprocess.run(
-            [str(path), "version", "--number"], capture_output=True, text=True, timeout=30, check=False,
+            [str(path), "version", "--number"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
             # A repository path that cannot exist: answering this must never read or create one.
             env={**os.environ, "IPFS_PATH": "/nonexistent/provanchor-version-probe"},
         )
