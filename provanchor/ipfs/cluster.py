@@ -28,6 +28,8 @@ from provanchor.formats.cid import CID
 __all__ = ["ClusterClient", "ClusterConfig", "ClusterPeer"]
 
 _POLL = 0.02
+_RECOVER_EVERY = 3.0
+_FAILED = {"pin_error", "unexpectedly_unpinned"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ClusterClient:
     def __init__(self, config: ClusterConfig, timeout: float = 30.0) -> None:
         self.config = config
         self.timeout = timeout
+        self._fronting: dict[str, str | None] = {}
 
     def _request(self, method: str, path: str, query: dict[str, str] | None = None) -> bytes:
         url = f"{self.config.api}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
@@ -104,6 +107,19 @@ class ClusterClient:
             )
         return found
 
+    def peer_fronting(self, ipfs_id: str) -> str | None:
+        """This REST API's own cluster peer when it runs beside the Kubo node `ipfs_id`, else None.
+
+        A writer stores its blocks on that node: allocating the pin there first costs nothing
+        (the blocks are local), so only `replication - 1` members fetch them by bitswap.
+        """
+        if ipfs_id not in self._fronting:
+            identity = json.loads(self._request("GET", "/id"))
+            ipfs = identity.get("ipfs") if isinstance(identity, dict) else None
+            beside = isinstance(ipfs, dict) and ipfs.get("id") == ipfs_id and isinstance(identity.get("id"), str)
+            self._fronting[ipfs_id] = str(identity["id"]) if beside else None
+        return self._fronting[ipfs_id]
+
     def check_replication(self) -> None:
         """UsageError when the cluster has fewer members than the replication factor asks for."""
         members = len(self.peers())
@@ -113,38 +129,54 @@ class ClusterClient:
                 f"IPFS Cluster at {self.config.api}"
             )
 
-    def pin(self, cid: CID, *, direct: bool = False, name: str = "") -> None:
-        """Ask the cluster to keep `cid` (its whole DAG unless `direct`) on `replication` members."""
+    def pin(self, cid: CID, *, direct: bool = False, name: str = "", prefer: str | None = None) -> None:
+        """Ask the cluster to keep `cid` (its whole DAG unless `direct`) on `replication` members,
+        `prefer` (a cluster peer id) first."""
         replication = str(self.config.replication)
         query = {"replication-min": replication, "replication-max": replication}
         query["mode"] = "direct" if direct else "recursive"
         if name:
             query["name"] = name
+        if prefer:
+            query["user-allocations"] = prefer
         try:
             self._request("POST", f"/pins/{cid}", query)
         except IpfsError as exc:
             if "already pinned" not in str(exc):  # a retried batch: the earlier pin stands
                 raise
 
-    def pinned_on(self, cid: CID) -> int:
-        """How many members report `cid` pinned now."""
+    def states(self, cid: CID) -> list[str]:
+        """The state each member reports for `cid` now (`pinned`, `pinning`, `pin_error`, `remote`...)."""
         status = json.loads(self._request("GET", f"/pins/{cid}"))
         peer_map = status.get("peer_map") if isinstance(status, dict) else None
         if not isinstance(peer_map, dict):
-            return 0
-        return sum(1 for info in peer_map.values() if isinstance(info, dict) and info.get("status") == "pinned")
+            return []
+        return [str(info.get("status")) for info in peer_map.values() if isinstance(info, dict)]
 
-    def replicate(self, pins: Sequence[tuple[CID, bool]], name: str = "") -> None:
+    def pinned_on(self, cid: CID) -> int:
+        """How many members report `cid` pinned now."""
+        return self.states(cid).count("pinned")
+
+    def replicate(self, pins: Sequence[tuple[CID, bool]], name: str = "", prefer: str | None = None) -> None:
         """Pin each (cid, direct) and wait until `replication` members hold every one of them."""
         for cid, direct in pins:
-            self.pin(cid, direct=direct, name=name)
+            self.pin(cid, direct=direct, name=name, prefer=prefer)
         timeout = self.config.pin_timeout
         deadline = time.monotonic() + timeout
         waiting = [cid for cid, _ in pins]
+        recovered = 0.0
         while waiting:
-            waiting = [cid for cid in waiting if self.pinned_on(cid) < self.config.replication]
+            states = {cid: self.states(cid) for cid in waiting}
+            waiting = [cid for cid in waiting if states[cid].count("pinned") < self.config.replication]
             if not waiting:
                 return
+            # A member that failed to fetch the blocks (a link was down) would only retry at the
+            # cluster's recover interval: ask it now, at most every few seconds.
+            failed = [cid for cid in waiting if _FAILED & set(states[cid])]
+            if failed and time.monotonic() - recovered > _RECOVER_EVERY:
+                recovered = time.monotonic()
+                for cid in failed:
+                    self._request("POST", f"/pins/{cid}/recover")
             if time.monotonic() > deadline:
                 raise IpfsUnavailable(
                     f"IPFS Cluster at {self.config.api}: {waiting[0]} is not pinned on {self.config.replication} "

@@ -17,6 +17,9 @@ Flags set in each peer's service.json and why:
 * `cluster.disable_repinning = false` and a 2 s monitor ping: when a member
   goes away, its pins are re-allocated to the others, so the replication
   factor is restored (the default keeps them waiting for it);
+* `cluster.pin_recover_interval = 30s`: a pin that failed on a member (its
+  blocks were unreachable while a link was down) is retried within 30 s, not
+  the default 12 minutes;
 * `ipfs_connector.ipfshttp.connect_swarms_delay = 1s`: members' Kubo nodes
   are connected to each other at once, not after the default 30 s.
 """
@@ -28,14 +31,16 @@ import os
 import secrets
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from provanchor.errors import ConfigError, DaemonStartError, UsageError
-from provanchor.localnet.processes import IpfsService, ManagedDaemon, read_json
-from provanchor.localnet.tools import LOOPBACK, find_go_tool, free_port, port_is_free
+from provanchor.localnet.processes import IpfsService, ManagedDaemon, post_json, read_json
+from provanchor.localnet.tools import Host, find_go_tool, free_port, port_is_free
 
 __all__ = ["ClusterMember", "ClusterPeerService", "LocalCluster"]
 
@@ -56,8 +61,8 @@ def _get_stream(url: str, timeout: float = 5.0) -> list[Any]:
 class ClusterPeerService(ManagedDaemon):
     """One ipfs-cluster-service peer with its configuration in ``directory``."""
 
-    def __init__(self, home: Path, index: int, directory: Path) -> None:
-        super().__init__(f"ipfs-cluster-{index}", home, markers=("ipfs-cluster-service",))
+    def __init__(self, home: Path, index: int, directory: Path, host: Host | None = None) -> None:
+        super().__init__(f"ipfs-cluster-{index}", home, markers=("ipfs-cluster-service",), host=host)
         self.index = index
         self.directory = directory
         self.ports_file = directory / "ports.json"
@@ -70,12 +75,12 @@ class ClusterPeerService(ManagedDaemon):
     @property
     def api_url(self) -> str | None:
         port = read_json(self.ports_file).get("rest")
-        return f"http://{LOOPBACK}:{port}" if isinstance(port, int) else None
+        return f"http://{self.host.address}:{port}" if isinstance(port, int) else None
 
     @property
     def cluster_address(self) -> str | None:
         port, peer = read_json(self.ports_file).get("cluster"), self.peer_id
-        return f"/ip4/{LOOPBACK}/tcp/{port}/p2p/{peer}" if isinstance(port, int) and peer else None
+        return f"/ip4/{self.host.address}/tcp/{port}/p2p/{peer}" if isinstance(port, int) and peer else None
 
     def ensure_config(self, secret: str, kubo_api: str) -> None:
         """Create the peer's identity and service.json once; point it at its Kubo node on every start."""
@@ -108,21 +113,23 @@ class ClusterPeerService(ManagedDaemon):
                 f"cluster peer {self.index} in {self.directory} has another cluster secret than {self.home}: "
                 "it belongs to another cluster; run `provanchor node up --reset`"
             )
+        address = self.host.address
         cluster.update(
             peername=f"member-{self.index}",
-            listen_multiaddress=[f"/ip4/{LOOPBACK}/tcp/{chosen['cluster']}"],
+            listen_multiaddress=[f"/ip4/{address}/tcp/{chosen['cluster']}"],
             disable_repinning=False,
             monitor_ping_interval="2s",
+            pin_recover_interval="30s",
             mdns_interval="0s",
         )
         # Metrics (free space, pin queues) travel by pubsub; every peer must hear every other's to
         # allocate pins, so they are flooded to all, and the mesh is maintained every second.
         cluster["pubsub"].update(flood_publish=True, heartbeat_interval="1s")
         api = config["api"]
-        api["restapi"]["http_listen_multiaddress"] = f"/ip4/{LOOPBACK}/tcp/{chosen['rest']}"
-        api["ipfsproxy"]["listen_multiaddress"] = f"/ip4/{LOOPBACK}/tcp/{chosen['proxy']}"
+        api["restapi"]["http_listen_multiaddress"] = f"/ip4/{address}/tcp/{chosen['rest']}"
+        api["ipfsproxy"]["listen_multiaddress"] = f"/ip4/{address}/tcp/{chosen['proxy']}"
         api["ipfsproxy"]["node_multiaddress"] = kubo_api
-        api["pinsvcapi"]["http_listen_multiaddress"] = f"/ip4/{LOOPBACK}/tcp/{chosen['pinsvc']}"
+        api["pinsvcapi"]["http_listen_multiaddress"] = f"/ip4/{address}/tcp/{chosen['pinsvc']}"
         connector = config["ipfs_connector"]["ipfshttp"]
         connector.update(node_multiaddress=kubo_api, connect_swarms_delay="1s")
         config["consensus"]["crdt"]["trusted_peers"] = ["*"]
@@ -164,18 +171,27 @@ class ClusterMember:
 
 
 class LocalCluster:
-    """The members of the local network's IPFS Cluster, under ``home/cluster/``."""
+    """The members of the local network's IPFS Cluster, under ``home/cluster/``.
 
-    def __init__(self, home: Path) -> None:
+    ``hosts`` places member i on ``hosts[i]`` (a host of our own: the multi-host tests); without
+    it every member runs where it last ran, this machine's loopback the first time.
+    """
+
+    def __init__(self, home: Path, hosts: Sequence[Host] | None = None) -> None:
         self.home = Path(home)
         self.root = self.home / "cluster"
         self.secret_file = self.root / "secret"
+        self.hosts = tuple(hosts) if hosts is not None else None
+
+    def _host(self, index: int) -> Host | None:
+        return self.hosts[index] if self.hosts is not None and index < len(self.hosts) else None
 
     def kubo(self, index: int) -> IpfsService:
-        return IpfsService(self.home, f"ipfs-{index}", self.root / str(index) / "ipfs", online=True)
+        directory = self.root / str(index) / "ipfs"
+        return IpfsService(self.home, f"ipfs-{index}", directory, online=True, host=self._host(index))
 
     def peer(self, index: int) -> ClusterPeerService:
-        return ClusterPeerService(self.home, index, self.root / str(index) / "cluster")
+        return ClusterPeerService(self.home, index, self.root / str(index) / "cluster", host=self._host(index))
 
     def size(self) -> int:
         """How many members this data directory's cluster has (0: no cluster)."""
@@ -216,8 +232,30 @@ class LocalCluster:
             if peer.cluster_address is not None:
                 bootstrap.append(peer.cluster_address)
             members.append(ClusterMember(index, kubo_api, cluster_api, peer.peer_id))
+        self._peer_nodes(peers)
         self._wait_joined(members, timeout)
         return members
+
+    def _peer_nodes(self, peers: int) -> None:
+        """Make every member's Kubo keep a connection to every other's (Kubo's peering service).
+
+        With no DHT, bitswap asks only the nodes it is connected to: a member that came back must be
+        reachable at once by the ones that fetch its blocks, and a cut link must heal by itself.
+        The cluster peer's one-off `connect_swarms` at start is not enough for either: it runs
+        before the cluster peers have found each other, and never again. Peering reconnects with
+        backoff for as long as the node runs; it is set at run time on every `start`.
+        """
+        nodes = [self.kubo(index) for index in range(peers)]
+        for node in nodes:
+            for other in nodes:
+                address = other.swarm_multiaddr
+                if other is node or address is None or node.api_url is None:
+                    continue
+                query = urllib.parse.urlencode({"arg": address})
+                try:
+                    post_json(f"{node.api_url}/api/v0/swarm/peering/add?{query}", None, timeout=10.0)
+                except (OSError, ValueError) as exc:
+                    raise DaemonStartError(f"cannot peer IPFS node {node.name} with {other.name}: {exc}") from exc
 
     def _wait_joined(self, members: list[ClusterMember], timeout: float) -> None:
         """Until every member has heard every member's free-space metric: only then can any of them

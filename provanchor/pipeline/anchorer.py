@@ -127,6 +127,7 @@ class Anchorer:
         # overlaps their I/O); anchoring stays strictly in order.
         self._store_pool = ThreadPoolExecutor(max_workers=max(1, store_workers), thread_name_prefix="ipfs-store")
         self._clients = threading.local()
+        self._node_id: str | None = None
         # Cumulative seconds per step and counts: where anchoring time goes (benchmarks, metrics).
         self.metrics: dict[str, float] = {
             "cut_seconds": 0.0,
@@ -254,15 +255,23 @@ class Anchorer:
         ipfs.persist()  # durable before the anchor names them (see IpfsClient.persist)
         if self.cluster is not None:
             # Replicated before the anchor names them: a host lost after anchoring loses no only copy.
-            # One recursive pin of the manifest covers the batch's records and their contents (and
-            # the earlier manifests it links, which the members already hold).
-            self.cluster.replicate([(manifest_cid, False)], name=f"batch {batch.id}")
+            # One recursive pin of the manifest covers the batch's records and their contents (a
+            # manifest names the previous one by CID string, not by link: the walk stays in the
+            # batch), allocated first to the member beside the node that already holds them.
+            prefer = self.cluster.peer_fronting(self._writer_node(ipfs))
+            self.cluster.replicate([(manifest_cid, False)], name=f"batch {batch.id}", prefer=prefer)
         faults.crash_point("after-ipfs-write")
         with self.spool.transaction() as db:
             db.execute("UPDATE batches SET state = 'stored' WHERE id = ? AND state = 'cut'", (batch.id,))
             db.executemany("DELETE FROM contents WHERE cid = ?", [(c,) for c, _ in contents])
         self.metrics["store_seconds"] += time.perf_counter() - started
         self.metrics["batches_stored"] += 1
+
+    def _writer_node(self, ipfs: IpfsClient) -> str:
+        """The peer id of the Kubo node this anchorer writes to (asked once)."""
+        if self._node_id is None:
+            self._node_id = ipfs.peer_id()
+        return self._node_id
 
     def send(self, batch: Batch, preflight: bool) -> str | None:
         """Sign, persist, then broadcast the anchor transaction; returns its hash.
