@@ -364,3 +364,23 @@ class NotAMember(MlError):
 
 class UnknownEvent(MlError):
     """An event id that is not a recorded, indexed ML event."""
+
+
+class InteropError(ProvanchorError):
+    """Exchanging provenance with the ecosystem's formats (OpenLineage, PROV, in-toto) failed."""
+
+
+class BadLineageEvent(InteropError, BadInput):
+    """A body that is not an OpenLineage RunEvent: the receiver answers 400 with this message."""
+
+
+class LineageEventTooLarge(BadLineageEvent):
+    """An OpenLineage event over the receiver's size limit (413)."""
+
+
+class EmitFailed(InteropError, ServiceUnavailable):
+    """OpenLineage events could not be delivered; they stay in the outbox and are retried."""
+
+
+class BadAttestation(InteropError, BadInput):
+    """A file that is not a DSSE envelope holding an in-toto statement."""

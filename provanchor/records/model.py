@@ -101,6 +101,8 @@ class Op(StrEnum):
     MODEL = "model"
     EVALUATION = "evaluation"
     INFERENCE = "inference"
+    LINEAGE = "lineage"
+    """An OpenLineage event received from an orchestrator, kept as received (docs/interop.md)."""
 
 
 class CaptureBackend(StrEnum):
@@ -112,6 +114,7 @@ class CaptureBackend(StrEnum):
     MANUAL = "manual"
     RESCAN = "rescan"
     ML = "ml"
+    OPENLINEAGE = "openlineage"
 
 
 # ------------------------------------------------------------------ field checks
