@@ -182,3 +182,23 @@ def all_cmd(ctx: click.Context, /, with_content: bool, as_json: bool, **trust: A
     with opened as vctx, progress_bar() as progress:
         report = verify_all(vctx, with_content=with_content, progress=progress)
     finish(ctx, report, as_json, opened)
+
+
+@verify.command("attestation")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@trust_options
+@click.pass_context
+def attestation_cmd(ctx: click.Context, /, path: str, as_json: bool, **trust: Any) -> None:
+    """PATH (a DSSE envelope holding an in-toto statement) is signed by the agent that anchored its record,
+    and every subject is what that record says."""
+    from pathlib import Path
+
+    from provanchor.formats.dsse import Envelope
+    from provanchor.verify.attestation import verify_attestation
+
+    data = Path(path).read_bytes()
+    Envelope.from_bytes(data)  # bad input fails before any connection
+    opened = open_context(ctx, **trust)
+    with opened as vctx:
+        report = verify_attestation(vctx, data, name=f"attestation {path}")
+    finish(ctx, report, as_json, opened)

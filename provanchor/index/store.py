@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provanchor.errors import ConfigError, RecordError
+from provanchor.errors import BadLineageEvent, ConfigError, RecordError
 from provanchor.errors import ForeignIndex as ForeignIndex
 from provanchor.errors import IndexMissing as IndexMissing
 from provanchor.errors import IndexOutdated as IndexOutdated
@@ -49,6 +49,7 @@ from provanchor.errors import NotAnIndex as NotAnIndex
 from provanchor.formats.cid import CID, DAG_CBOR
 from provanchor.records import CodeIdentity, Commitment, Op, Record, decode_record
 from provanchor.records.locations import location_path as location_path
+from provanchor.records.openlineage import parse_lineage_payload
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -518,6 +519,8 @@ class IndexStore:
                     changes.append(_file_change_row(row_id, item.record))
                 if item.record.op is Op.RUN:
                     _run_rows(item, edges, runs, problems)
+                elif item.record.op is Op.LINEAGE:
+                    _lineage_rows(item, edges, runs, problems)
             self._db.executemany(_INSERT_RECORD, rows)
             self._db.executemany(_INSERT_BYTES, blobs)
             self._db.executemany(_INSERT_FILE_CHANGE, changes)
@@ -754,6 +757,32 @@ def _run_rows(
             exit_code if isinstance(exit_code, int) and abs(exit_code) <= _INT64_MAX else None,
         )
     )
+
+
+def _lineage_rows(
+    item: IndexedInput,
+    edges: list[tuple[object, ...]],
+    runs: list[tuple[object, ...]],
+    problems: list[tuple[object, ...]],
+) -> None:
+    """Lineage rows from a received OpenLineage event: its run, job and datasets join the run graph.
+
+    A job's datasets become locations (provanchor.records.openlineage), so an
+    Airflow task that reads ``file://HOST`` + ``/data/out.csv`` is downstream of
+    the ``provanchor run`` that wrote ``file://HOST/data/out.csv``.
+    """
+    record, checkpoint = item.record, item.checkpoint.idx
+    try:
+        event = parse_lineage_payload(record.payload)
+    except BadLineageEvent as exc:
+        problems.append(_problem(record, checkpoint, f"lineage record unreadable: {exc}"))
+        return
+    for datasets, direction in ((event.inputs, "in"), (event.outputs, "out")):
+        for dataset in datasets:
+            location = dataset.location
+            edges.append((event.run_id, direction, location, location_path(location), None, record.agent))
+    label = f"{event.job_namespace}/{event.job_name}"
+    runs.append((event.run_id, record.agent, event.job_location, min(record.time, _INT64_MAX), label[:60], None))
 
 
 def _run_label(payload: dict[str, object], run_id: str) -> str:
