@@ -64,6 +64,8 @@ class AgentConfig:
     fixed_user: str | None = None
     metrics_listen: str | None = "127.0.0.1:9464"
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    openlineage_url: str | None = None
+    """Where the service sends its anchored runs as OpenLineage events (None: nowhere)."""
 
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -83,6 +85,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "identity": {"user": str},
     "metrics": {"listen": str},
     "snapshot": {"interval": (int, float), "paths": list},
+    "openlineage": {"url": str},
 }
 
 
@@ -103,6 +106,9 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     identity = raw.get("identity", {})
     metrics = raw.get("metrics", {})
     snapshot = raw.get("snapshot", {})
+    lineage_url = raw.get("openlineage", {}).get("url") or None
+    if lineage_url is not None and not lineage_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: openlineage.url must be an http(s) URL, got {lineage_url!r:.80}")
     base = source.parent
 
     if "name" not in agent:
@@ -165,6 +171,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             )
             or paths,
         ),
+        openlineage_url=lineage_url,
     )
 
 

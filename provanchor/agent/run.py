@@ -127,6 +127,7 @@ class RunRecorder:
         self.sub_code: list[FileSeen] = []
         self._environment_prefixes: tuple[str, ...] = SYSTEM_PREFIXES
         self.unreadable: list[str] = []
+        self.output_refs: list[RecordRef] = []
 
     def run(self, argv: Sequence[str], cwd: str | None = None, stdout: TextIO | None = None) -> RunResult:
         """Run and record `argv`; `stdout` redirects the command's standard output (the CLI's --json
@@ -388,7 +389,8 @@ class RunRecorder:
                 run=result.run_id,
                 mode=os.stat(seen.path).st_mode if created else None,
             )
-            self.session.record(change, contents.get(seen.cid.encode()) if seen.cid else None)
+            ref = self.session.record(change, contents.get(seen.cid.encode()) if seen.cid else None)
+            self.output_refs.append(ref)
         digest, names = env_digest(dict(os.environ))
         for seen in result.inputs:
             data = contents.get(seen.cid.encode()) if seen.cid else None
@@ -528,6 +530,8 @@ class RecordedRun:
     result: RunResult
     warning: str | None
     anchored_size: int | None
+    openlineage: dict[str, object] | None = None
+    """Where the run's OpenLineage events went (with --openlineage): url, sent, waiting, error."""
 
     def to_json(self) -> dict[str, object]:
         result = self.result
@@ -544,6 +548,7 @@ class RecordedRun:
             "notes": result.notes,
             "anchored_size": self.anchored_size,
             "warning": self.warning,
+            "openlineage": self.openlineage,
         }
 
 
@@ -557,6 +562,7 @@ def record_run(
     password_file: str | None = None,
     stdout: TextIO | None = None,
     on_warning: Callable[[str], None] | None = None,
+    openlineage_url: str | None = None,
 ) -> RecordedRun:
     """Run `argv` as the configured agent and record it; the approval check runs while the command does."""
     from concurrent.futures import ThreadPoolExecutor
@@ -572,4 +578,33 @@ def record_run(
         if warning and on_warning is not None:
             on_warning(warning)
         status = session.flush() if flush else None
-    return RecordedRun(result, warning, status.size if status is not None else None)
+        lineage = None
+        if openlineage_url is not None and result.record is not None:
+            lineage = _emit_run(session, result.record, recorder.output_refs, openlineage_url, on_warning)
+    return RecordedRun(result, warning, status.size if status is not None else None, lineage)
+
+
+def _emit_run(
+    session: AgentSession,
+    run: RecordRef,
+    outputs: Sequence[RecordRef],
+    url: str,
+    on_warning: Callable[[str], None] | None,
+) -> dict[str, object]:
+    """Send the run as OpenLineage events now (anchoring facts included when --flush anchored it first)."""
+    from provanchor.agent.lineage_emitter import anchored_in_spool, events_for_run
+    from provanchor.errors import EmitFailed
+    from provanchor.interop.outbox import Delivery, Outbox
+
+    spool = session.spool
+    events = events_for_run(
+        anchored_in_spool(spool, run.seq), [anchored_in_spool(spool, ref.seq) for ref in outputs]
+    )
+    try:
+        delivery = Outbox(session.home).emit(url, events)
+    except EmitFailed as exc:
+        if on_warning is not None:
+            on_warning(str(exc))
+        waiting = len(Outbox(session.home).waiting(url))
+        delivery = Delivery(url, 0, waiting, str(exc))
+    return delivery.to_json()

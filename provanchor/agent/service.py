@@ -79,6 +79,8 @@ class AgentService:
         self.metrics: MetricsServer | None = None
         self._pending: deque[Future[RecordRef]] = deque()
         self._snapshotter: threading.Thread | None = None
+        self._lineage: threading.Thread | None = None
+        self.lineage_events_sent = 0
         # Contents just recorded, by CID: telling a truncate from a rewrite needs the old content,
         # which is usually not on IPFS yet (waiting for it would stall capture for seconds).
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -154,6 +156,9 @@ class AgentService:
         if self.config.snapshot.interval > 0:
             self._snapshotter = threading.Thread(target=self._snapshot_loop, name="provanchor-snapshots", daemon=True)
             self._snapshotter.start()
+        if self.config.openlineage_url:
+            self._lineage = threading.Thread(target=self._lineage_loop, name="provanchor-openlineage", daemon=True)
+            self._lineage.start()
         self._write_status()
         last_rescan = time.monotonic()
         last_status = 0.0
@@ -194,6 +199,20 @@ class AgentService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
 
+    def _lineage_loop(self) -> None:
+        """Send anchored runs as OpenLineage events (see provanchor.agent.lineage_emitter), every 2 s."""
+        from provanchor.agent.lineage_emitter import SpoolLineageEmitter
+
+        assert self.config.openlineage_url is not None
+        emitter = SpoolLineageEmitter(self.home, self.session.spool, self.config.openlineage_url, self.log)
+        while not self._stop.is_set():
+            try:
+                emitter.tick()
+            except Exception as exc:  # capture goes on whatever the lineage server does
+                self.log(f"error: OpenLineage emission: {exc}")
+            self._stop.wait(2.0)
+        self.lineage_events_sent = emitter.sent
+
     def _snapshot_loop(self) -> None:
         """Snapshot every configured tree at start and then every interval, beside capture.
 
@@ -221,6 +240,8 @@ class AgentService:
     def _shutdown(self) -> None:
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=120)
+        if self._lineage is not None:
+            self._lineage.join(timeout=30)
         self.session.stop()
         try:
             status = self.session.flush(timeout=30)

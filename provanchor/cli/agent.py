@@ -111,6 +111,9 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     "every local filesystem is watched whole.",
 )
 @click.option("--flush", "flush_now", is_flag=True, help="Anchor the records before returning.")
+@click.option("--openlineage", "openlineage_url", metavar="URL", default=None,
+              help="Also send the run as OpenLineage events (START, COMPLETE or FAIL) to this endpoint; "
+              "kept in the outbox and retried if it is unreachable.")
 @password_file_option
 @json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -120,6 +123,7 @@ def run(
     name: str | None,
     watch: tuple[str, ...],
     flush_now: bool,
+    openlineage_url: str | None,
     password_file: str | None,
     as_json: bool,
     command: tuple[str, ...],
@@ -129,11 +133,15 @@ def run(
     The command's own exit code is passed through.
     """
     from provanchor.agent.run import record_run
+    from provanchor.interop.outbox import check_url
 
+    if openlineage_url is not None:
+        check_url(openlineage_url)
     argv = list(command[1:] if command and command[0] == "--" else command)
     recorded = record_run(
         app(ctx).home, argv, name=name, watch=watch, flush=flush_now, password_file=password_file,
         stdout=sys.stderr if as_json else None, on_warning=lambda text: progress_note(f"warning: {text}"),
+        openlineage_url=openlineage_url,
     )
     result, data = recorded.result, recorded.to_json()
     for note in result.notes:

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "verify": ("provanchor.cli.verify", "verify", "Verify records, files, agents, locations and runs."),
     "audit": ("provanchor.cli.audit", "audit", "Audit bundles an auditor verifies against the chain alone."),
     "ml": ("provanchor.cli.ml", "ml", "ML lifecycle provenance: datasets, training, models, receipts."),
+    "export": ("provanchor.cli.interop", "export", "Export as OpenLineage events, W3C PROV or in-toto attestations."),
+    "openlineage": ("provanchor.cli.interop", "openlineage", "Receive OpenLineage events as signed, anchored records."),
 }
 
 

@@ -183,3 +183,38 @@ def models(ctx: click.Context, index_path: str | None, no_sync: bool, as_json: b
             ]
         )
     emit_table("models", ["name", "version", "record", "time", "latest evaluation / problem"], rows)
+
+
+@ml.group("export")
+def ml_export() -> None:
+    """ML events in the ecosystem's formats."""
+
+
+@ml_export.command("intoto")
+@click.argument("model_event")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="Where to write the DSSE envelope (JSON).")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the keystore password (else $PROVANCHOR_PASSWORD, else a prompt).")
+@_index_options
+@click.pass_context
+def export_intoto(
+    ctx: click.Context,
+    model_event: str,
+    output: str,
+    password_file: str | None,
+    index_path: str | None,
+    no_sync: bool,
+    as_json: bool,
+) -> None:
+    """MODEL_EVENT (a model record's CID) as an in-toto statement (SLSA provenance v1: the parameters file,
+    built from the training run's code and datasets) in a DSSE envelope signed by its agent."""
+    from provanchor.cli.interop import sign_and_write
+    from provanchor.interop.intoto import model_statement
+    from provanchor.ml.events import split_event_id
+
+    split_event_id(model_event)
+    store, _ = _open_index(ctx, index_path, no_sync)
+    with store:
+        statement, anchored = model_statement(store, model_event)
+    sign_and_write(ctx, statement, anchored.record.agent, output, password_file, as_json)
