@@ -170,6 +170,8 @@ _RECORD_INDEXES = {
     "records_code_hash": "records (code_hash, time) WHERE code_hash IS NOT NULL",
     "records_op": "records (op, time)",
     "records_run": "records (run_id, time) WHERE run_id IS NOT NULL",
+    # A record by its id (CID = hash): record pages, attestations, ML traces. Without it, a scan.
+    "records_hash": "records (record_hash)",
 }
 
 _TABLES = (
@@ -339,6 +341,11 @@ class IndexStore:
     def _create_indexes(self) -> None:
         for name, definition in _RECORD_INDEXES.items():
             self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {definition}")
+
+    def ensure_indexes(self) -> None:
+        """Create the query indexes an older index file lacks (the explorer's follower calls this)."""
+        if not self._bulk and self._indexes_missing():
+            self._create_indexes()
 
     def _indexes_missing(self) -> bool:
         names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
