@@ -134,6 +134,7 @@ def run_(
     --allow-code-drift was not given.
     """
     from provanchor.replay import open_sources, replay_run
+    from provanchor.replay.run import remember_replay
 
     home = app(ctx).home
     with open_sources(home, Path(index_path) if index_path else None, sync=not no_sync, cache=not no_cache) as src:
@@ -142,6 +143,7 @@ def run_(
             allow_code_drift=allow_code_drift, force=force, cache_dir=src.cache_dir, verify_cache=verify_cache,
             timeout=timeout,
         )  # fmt: skip
+    remember_replay(home.root, result)
     if as_json:
         emit_json(result.to_json())
     else:

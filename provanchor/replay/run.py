@@ -352,3 +352,22 @@ def _execute(command: list[str], work: Path, timeout: float | None) -> int:
     except subprocess.TimeoutExpired:
         raise ReplayError(f"the re-run did not finish within {timeout} s") from None
     return completed.returncode
+
+
+def remember_replay(data_dir: Path, result: RunReplay) -> Path:
+    """Keep the outcome of the latest replay of a run (`DATA_DIR/replays/RUN_ID.json`) for the explorer.
+
+    Written to a temporary name and renamed, so a reader never sees half a file. The ledger is not
+    touched: this is the replaying machine's own note of what it saw.
+    """
+    import json
+    import time as _time
+
+    directory = data_dir / "replays"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{result.run_id}.json"
+    temporary = path.with_suffix(".tmp")
+    body = {**result.to_json(), "replayed_at_ns": _time.time_ns()}
+    temporary.write_text(json.dumps(body, default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
+    os.replace(temporary, path)
+    return path
