@@ -9,9 +9,11 @@ PY     := $(VENV)/bin/python
 DEMO_HOME ?= $(CURDIR)/.provanchor-demo
 DEMO_WORK ?= $(CURDIR)/.provanchor-demo-work
 
-.PHONY: setup go-tools demo test lint compile bench fuzz clean
+.PHONY: setup go-tools browser demo test lint compile bench fuzz clean
 
-setup: $(VENV)/.installed node/node_modules/.installed go-tools
+EXPLORER_VENDOR := provanchor/explorer/static/vendor
+
+setup: $(VENV)/.installed node/node_modules/.installed $(EXPLORER_VENDOR)/cytoscape.min.js go-tools browser
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "provanchor needs Python >= 3.11")'
@@ -23,6 +25,21 @@ $(VENV)/.installed: pyproject.toml
 node/node_modules/.installed: node/package.json node/package-lock.json
 	cd node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The explorer's lineage graph: Cytoscape.js from the pinned npm package, served by the explorer itself
+# (no CDN at run time). Built here, never committed.
+$(EXPLORER_VENDOR)/cytoscape.min.js: node/node_modules/.installed
+	mkdir -p $(EXPLORER_VENDOR)
+	cp node/node_modules/cytoscape/dist/cytoscape.min.js $@
+
+# The explorer's browser tests drive Debian's chromium with playwright-core (never a browser download).
+# Installed once as root; elsewhere those tests say chromium is missing and skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is not installed (not root, or no apt): the explorer's browser tests will skip"; fi; }
 
 # Kubo, geth and the IPFS Cluster tools: built once each from node/{kubo,geth,ipfs-cluster}/go.mod (+ go.sum)
 # into node/bin; the script skips a program when node/bin already holds its pinned version.

@@ -384,3 +384,7 @@ class EmitFailed(InteropError, ServiceUnavailable):
 
 class BadAttestation(InteropError, BadInput):
     """A file that is not a DSSE envelope holding an in-toto statement."""
+
+
+class NotInIndex(UsageError):
+    """An id the index does not hold (a record, an agent, a location): the explorer answers 404."""

@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ml": ("provanchor.cli.ml", "ml", "ML lifecycle provenance: datasets, training, models, receipts."),
     "export": ("provanchor.cli.interop", "export", "Export as OpenLineage events, W3C PROV or in-toto attestations."),
     "openlineage": ("provanchor.cli.interop", "openlineage", "Receive OpenLineage events as signed, anchored records."),
+    "explorer": ("provanchor.cli.explorer", "explorer", "Serve the auditor's read-only web explorer over the ledger."),
 }
 
 
