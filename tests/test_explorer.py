@@ -71,6 +71,10 @@ class Served:
                 with urllib.request.urlopen(self.base + "/api/health", timeout=2) as answer:
                     if answer.status == 200:
                         return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and guarded by a token
+                    return
+                raise
             except OSError:
                 if self.process.poll() is not None:
                     died = self.process.stderr.read() if self.process.stderr else "explorer died"
@@ -287,3 +291,25 @@ def test_schemathesis_finds_no_server_error(explorer: Served, tmp_path: Path) ->
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout or " passed" in done.stdout, done.stdout[-2000:]
     print(done.stdout[-1500:])
+
+
+def test_a_token_guards_every_request_and_beyond_loopback_one_is_required(ledger: Ledger) -> None:
+    refused = cli(ledger.home, "explorer", "--listen", "0.0.0.0:8600")
+    assert refused.returncode == 2 and "needs --token" in refused.stderr and "Traceback" not in refused.stderr
+    served = Served(ledger.home, "--token", "s3cret")
+    try:
+        assert served.get("/api/search?location=/x")[0] == 401
+        assert served.get("/search")[0] == 401
+        assert served.get("/api/search?location=/x", {"Authorization": "Bearer wrong"})[0] == 401
+        assert served.get("/api/search?location=/x", {"Authorization": "Bearer s3cret"})[0] == 200
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        connection.request("GET", "/login?token=s3cret")
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 303 and "HttpOnly" in (answer.getheader("set-cookie") or "")
+        cookie = (answer.getheader("set-cookie") or "").split(";", 1)[0]
+        assert served.get("/search", {"Cookie": cookie})[0] == 200
+    finally:
+        served.stop()
