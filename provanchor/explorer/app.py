@@ -27,10 +27,10 @@ from __future__ import annotations
 import hmac
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from provanchor import __version__
 from provanchor.errors import (
     BadInput,
+    BlockNotFound,
     ConfigError,
     NotInIndex,
     ProvanchorError,
@@ -53,7 +54,7 @@ from provanchor.explorer.reader import MAX_CONTENT, MAX_PREVIEW, Explorer
 
 __all__ = ["CSP", "create_app"]
 
-HERE = Path(__file__).resolve().parent
+HERE = FilePath(__file__).resolve().parent
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
@@ -67,10 +68,15 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _COOKIE = "provanchor_token"
+RECORD_ID = Path(..., pattern=r"^(b[a-z2-7]{20,100}|(0x)?[0-9a-fA-F]{64})$", description="A record's CID (or hash)")
+CONTENT_ID = Path(..., pattern=r"^(b[a-z2-7]{20,100}|Qm[1-9A-HJ-NP-Za-km-z]{44})$", description="A content CID")
+ADDRESS = Path(..., pattern=r"^0x[0-9a-fA-F]{40}$", description="An agent's address")
+RUN_ID = Path(..., min_length=1, max_length=200, description="A run id")
 
 
 def _status_of(exc: ProvanchorError) -> int:
-    if isinstance(exc, NotInIndex | UnknownRun | UnknownEvent):
+    # A block the IPFS node answered it does not have is a 404; a node that does not answer is IpfsUnavailable.
+    if isinstance(exc, NotInIndex | UnknownRun | UnknownEvent | BlockNotFound):
         return 404
     if isinstance(exc, ServiceUnavailable):
         return 503
@@ -232,15 +238,15 @@ def create_app(explorer: Explorer, follower: Follower | None = None, token: str 
         return explorer.search({**params, "page": str(page), "page_size": str(page_size)}).to_json()
 
     @app.get("/api/record/{record_id}", summary="Every field of a record and its anchoring")
-    def api_record(record_id: str) -> dict[str, Any]:
+    def api_record(record_id: str = RECORD_ID) -> dict[str, Any]:
         return explorer.record(record_id)
 
     @app.get("/api/record/{record_id}/verify", summary="The record verified live against the chain and IPFS")
-    def api_verify(record_id: str) -> dict[str, Any]:
+    def api_verify(record_id: str = RECORD_ID) -> dict[str, Any]:
         return explorer.verify(record_id).to_json()
 
     @app.get("/api/content/{cid}", summary="Content bytes, hashed against their CID", response_class=Response)
-    def api_content(cid: str, name: str = Query("content", max_length=200)) -> Response:
+    def api_content(cid: str = CONTENT_ID, name: str = Query("content", max_length=200)) -> Response:
         data = explorer.content(cid)
         safe = "".join(c for c in name if c.isalnum() or c in "._-")[:100] or "content"
         return Response(data, media_type="application/octet-stream",
@@ -255,11 +261,11 @@ def create_app(explorer: Explorer, follower: Follower | None = None, token: str 
         return explorer.lineage(location, depth, direction).to_json()
 
     @app.get("/api/agent/{address}", summary="An agent's checkpoints, anchoring lag and problems")
-    def api_agent(address: str) -> dict[str, Any]:
+    def api_agent(address: str = ADDRESS) -> dict[str, Any]:
         return explorer.agent(address)
 
     @app.get("/api/run/{run_id}", summary="A run: code identity, inputs, outputs, last replay")
-    def api_run(run_id: str) -> dict[str, Any]:
+    def api_run(run_id: str = RUN_ID) -> dict[str, Any]:
         return explorer.run(run_id)
 
     @app.get("/api/state", summary="The tree of a location at a time, replayed")
