@@ -73,17 +73,20 @@ def agent_on_member(net: Home, root: Path, name: str, member: int) -> Home:
 
 
 def record_on(home: Path, offset: int, count: int, results: Queue[tuple[float, float, dict[str, float]]]) -> None:
-    """One agent process: submit `count` records, wait until all are anchored; (start, end, metrics)."""
+    """One agent process: submit `count` records, wait until all are anchored; (start, end, metrics), the
+    metrics with `submitted_seconds` (until the last record was durable in the spool) added."""
     os.environ.setdefault("PROVANCHOR_PASSWORD", PASSWORD)
     with AgentSession.open(Home(home), password=PASSWORD, batch_size=1024, interval=1.0) as session:
         session.start()
         started = time.time()
-        for i in range(count):
-            session.submit(change(offset + i))
+        futures = [session.submit(change(offset + i)) for i in range(count)]
+        for future in futures:
+            future.result()
+        submitted = time.time() - started
         while session.spool.anchored_size() < count:
             time.sleep(0.05)
         ended = time.time()
-        metrics = dict(session.anchorer.metrics)
+        metrics = {**session.anchorer.metrics, "submitted_seconds": submitted}
         session.stop()
     results.put((started, ended, metrics))
 

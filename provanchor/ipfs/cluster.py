@@ -27,7 +27,11 @@ from provanchor.formats.cid import CID
 
 __all__ = ["ClusterClient", "ClusterConfig", "ClusterPeer"]
 
-_POLL = 0.02
+_POLL_FIRST = 0.05
+_POLL_MAX = 1.0
+"""Waiting for replicas polls the pin's global status with a growing pause (x1.5 up to 1 s): each poll
+makes every member ask its Kubo, so polling every 20 ms from three agents kept the members busy
+answering instead of pinning."""
 _RECOVER_EVERY = 3.0
 _FAILED = {"pin_error", "unexpectedly_unpinned"}
 
@@ -165,6 +169,7 @@ class ClusterClient:
         deadline = time.monotonic() + timeout
         waiting = [cid for cid, _ in pins]
         recovered = 0.0
+        pause = _POLL_FIRST
         while waiting:
             states = {cid: self.states(cid) for cid in waiting}
             waiting = [cid for cid in waiting if states[cid].count("pinned") < self.config.replication]
@@ -182,4 +187,5 @@ class ClusterClient:
                     f"IPFS Cluster at {self.config.api}: {waiting[0]} is not pinned on {self.config.replication} "
                     f"member(s) after {timeout:.0f} s (members down?); it stays in the spool until it is"
                 )
-            time.sleep(_POLL)
+            time.sleep(pause)
+            pause = min(_POLL_MAX, pause * 1.5)
