@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On geth, a module's GETH_TESTS (when it names them) are its representative subset.
 
     Every geth transaction waits for a 1 s block, so whole modules would add minutes; README
-    ("Tests") lists the subsets.
+    ("Tests") lists the subsets. An entry names a test, or one parameter of it as
+    ``test_name[param]`` (the engine left out of the brackets).
     """
     kept, dropped = [], []
     for item in items:
@@ -41,7 +42,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         on_geth = callspec is not None and callspec.params.get("chain_engine") == "geth"
         name = getattr(item, "originalname", item.name)
-        (dropped if on_geth and subset is not None and name not in subset else kept).append(item)
+        chosen = subset is not None and (name in subset or item.name.replace("[geth-", "[") in subset)
+        (dropped if on_geth and subset is not None and not chosen else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -224,8 +224,17 @@ def receiver(net_home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def spooled(home: Home) -> int:
-    status = ok_json(cli(home, "anchor", "--json"))
-    return int(status["records"])
+    """Records in the agent's spool, read directly (read-only): what the receiver committed."""
+    from provanchor.identity import load_identity
+    from provanchor.pipeline.session import open_spool_readonly
+
+    spool = open_spool_readonly(home, load_identity(home).address)
+    if spool is None:
+        return 0
+    try:
+        return spool.count_records()
+    finally:
+        spool.close()
 
 
 def airflow_event(run_id: str, reads: Path, event_type: EventType) -> RunEvent:
