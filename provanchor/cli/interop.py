@@ -15,7 +15,7 @@ import click
 
 from provanchor.cli.agent import password_file_option
 from provanchor.cli.context import app, emit_json, json_option, progress_note
-from provanchor.cli.ml import _index_options, _open_index
+from provanchor.cli.ml import _index_options, _open_index, envelope_output_option
 
 
 @click.group()
@@ -94,8 +94,7 @@ def prov_cmd(
 
 @export.command("intoto")
 @click.argument("run_id")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="Where to write the DSSE envelope (JSON).")
+@envelope_output_option
 @password_file_option
 @_index_options
 @click.pass_context

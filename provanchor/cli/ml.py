@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from provanchor.cli.agent import password_file_option
 from provanchor.cli.context import app, emit_json, emit_table, iso_time, json_option
 from provanchor.cli.verify import finish
 
@@ -185,6 +186,12 @@ def models(ctx: click.Context, index_path: str | None, no_sync: bool, as_json: b
     emit_table("models", ["name", "version", "record", "time", "latest evaluation / problem"], rows)
 
 
+envelope_output_option = click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the DSSE envelope (JSON).",
+)
+
+
 @ml.group("export")
 def ml_export() -> None:
     """ML events in the ecosystem's formats."""
@@ -192,10 +199,8 @@ def ml_export() -> None:
 
 @ml_export.command("intoto")
 @click.argument("model_event")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="Where to write the DSSE envelope (JSON).")
-@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
-              help="File holding the keystore password (else $PROVANCHOR_PASSWORD, else a prompt).")
+@envelope_output_option
+@password_file_option
 @_index_options
 @click.pass_context
 def export_intoto(
@@ -209,7 +214,7 @@ def export_intoto(
 ) -> None:
     """MODEL_EVENT (a model record's CID) as an in-toto statement (SLSA provenance v1: the parameters file,
     built from the training run's code and datasets) in a DSSE envelope signed by its agent."""
-    from provanchor.cli.interop import sign_and_write
+    from provanchor.cli.interop import sign_and_write  # imported here: cli.interop imports this module
     from provanchor.interop.intoto import model_statement
     from provanchor.ml.events import split_event_id
 

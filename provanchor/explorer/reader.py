@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from provanchor.errors import BadLimit, NotInIndex, RecordError, UsageError
-from provanchor.formats.cid import CID, RAW
+from provanchor.formats.cid import CID
 from provanchor.home import Home
 from provanchor.index.lineage import Graph, lineage
 from provanchor.index.query import QueryFilter, parse_agent, parse_code_hash, program_arg, run_query
@@ -193,7 +193,7 @@ class Explorer:
             raise UsageError(f"{cid} names a record, not content")
         source = IpfsSource(self.ipfs_api)
         try:
-            data = content_bytes(source, cid) if cid.codec != RAW else source.get(cid)
+            data = content_bytes(source, cid)
         finally:
             close = getattr(source, "close", None)
             if close is not None:
@@ -422,10 +422,7 @@ def _run_json(view: RunView, last_replay: dict[str, Any] | None) -> dict[str, An
             for f in entries
         ]
 
-    try:
-        fields = _record_fields(record)
-    except RecordError:  # pragma: no cover - a decoded record always has its fields
-        fields = {}
+    fields = _record_fields(record)
     return {
         "run_id": view.run_id,
         "record_id": view.run.record_id,
